@@ -276,7 +276,7 @@ class AdminViews:
                 "when its handler stops."
             )
             return self.redirect_with_flash(request, job_path, "success", text)
-        text = f"Job {job_id} is already {result.state}; new_job_path is nothing to cancel."
+        text = f"Job {job_id} is already {result.state}; there is nothing to cancel."
         return self.redirect_with_flash(request, job_path, "error", text)
 
     async def metrics(self, request: Request) -> Response:
