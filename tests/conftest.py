@@ -21,6 +21,8 @@ from psycopg import sql
 import pgjobs
 from pgjobs import embedded
 
+pytest_plugins = ["tests.faults.fixtures"]
+
 TEMPLATE = f"pgjobs_template_{os.getpid()}"
 
 FAST_WORKER = {

@@ -1,0 +1,1 @@
+"""Helpers of the fault tests: servers, worker processes and a test app."""
