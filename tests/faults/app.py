@@ -12,7 +12,8 @@ schedules). Every queue has the same handler, driven by the payload:
 - `record`: false to record nothing (the soak benchmark);
 - `result`: return a small result, which pgjobs stores.
 
-Rows go to `public.fault_runs`, which `create_runs_table` makes.
+Rows go to `public.fault_runs`, which `tests.faults.runs.create_runs_table`
+makes.
 """
 
 from __future__ import annotations
@@ -23,21 +24,7 @@ import os
 import signal
 from typing import Any
 
-import psycopg
-
 import pgjobs
-
-RUNS_TABLE_SQL = """
-CREATE TABLE IF NOT EXISTS public.fault_runs (
-    job_id bigint NOT NULL,
-    queue text NOT NULL,
-    attempt integer NOT NULL,
-    phase text NOT NULL,
-    pid integer NOT NULL,
-    scheduled_for double precision,
-    at timestamptz NOT NULL DEFAULT clock_timestamp()
-)
-"""
 
 RECORD_RUN_SQL = """
 INSERT INTO public.fault_runs (job_id, queue, attempt, phase, pid, scheduled_for)
@@ -47,12 +34,6 @@ VALUES (%s, %s, %s, %s, %s, %s)
 
 class HandlerFailure(Exception):
     """The failure that a payload's `fail_on` asks for."""
-
-
-def create_runs_table(dsn: str) -> None:
-    """Create the table where the handler records each run."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(RUNS_TABLE_SQL)
 
 
 def build_config() -> dict[str, Any]:

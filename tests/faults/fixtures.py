@@ -1,4 +1,4 @@
-"""Fixtures of the fault tests; test modules import the ones they use."""
+"""Fixtures of the fault tests, loaded as a pytest plugin by tests/conftest.py."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.faults.app import create_runs_table
 from tests.faults.processes import WorkerProcess
+from tests.faults.runs import create_runs_table
 
 
 @pytest.fixture
