@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import re
 import traceback
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +13,9 @@ from psycopg.types.json import Jsonb
 
 MAX_MESSAGE_CHARS = 4_000
 MAX_TRACEBACK_CHARS = 16_000
+# Each frame and each exception line of a traceback is cut to this length,
+# so one huge message cannot push the frames out of the stored traceback.
+MAX_TRACEBACK_ENTRY_CHARS = 2_000
 
 RECORD_ATTEMPT_SQL = """
 INSERT INTO pgjobs_attempts (
@@ -32,6 +36,14 @@ ON CONFLICT (job_id, attempt) DO UPDATE SET
     error_type = EXCLUDED.error_type,
     error_message = EXCLUDED.error_message,
     traceback = EXCLUDED.traceback
+"""
+
+# NUL and lone surrogates: PostgreSQL text cannot hold them.
+_UNSTORABLE_CHARS = re.compile("[\x00\ud800-\udfff]")
+
+COUNT_INTERRUPTED_SQL = """
+SELECT count(*) FROM pgjobs_attempts
+ WHERE job_id = %(job_id)s AND outcome = 'interrupted'
 """
 
 MARK_ON_FAILED_SQL = """
@@ -77,8 +89,7 @@ def clean_text(text: str, limit: int, *, keep_end: bool = False) -> str:
     NUL characters, which text columns reject, become U+FFFD, and so do lone
     surrogates. A traceback keeps its end, where the failing line is.
     """
-    text = text.replace("\x00", "\ufffd")
-    text = text.encode("utf-8", "replace").decode("utf-8")
+    text = _UNSTORABLE_CHARS.sub("\ufffd", text)
     if len(text) <= limit:
         return text
     marker = "\n[... truncated ...]\n"
@@ -97,7 +108,11 @@ def describe_error(exc: BaseException) -> tuple[str, str, str]:
         message = str(exc)
     except Exception:  # a broken __str__ must not lose the record
         message = f"<unprintable {kind.__qualname__}>"
-    formatted = "".join(traceback.format_exception(exc))
+    entries = [
+        clean_text(entry, MAX_TRACEBACK_ENTRY_CHARS)
+        for entry in traceback.format_exception(exc)
+    ]
+    formatted = "".join(entries)
     return (
         clean_text(qualified, 512),
         clean_text(message, MAX_MESSAGE_CHARS),
@@ -115,3 +130,10 @@ async def mark_on_failed(
 ) -> None:
     """Record that the queue's on_failed hook ran for this job."""
     await conn.execute(MARK_ON_FAILED_SQL, {"job_id": job_id, "attempt": attempt})
+
+
+async def count_interrupted(conn: psycopg.AsyncConnection[Any], job_id: int) -> int:
+    """Return how many runs of a job a stopping worker interrupted."""
+    cursor = await conn.execute(COUNT_INTERRUPTED_SQL, {"job_id": job_id})
+    row = await cursor.fetchone()
+    return int(row[0]) if row else 0

@@ -11,6 +11,7 @@ import zoneinfo
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import attr
 import croniter
 import procrastinate
 import procrastinate.job_context
@@ -38,10 +39,70 @@ ON CONFLICT (name) DO UPDATE
 """
 
 
+class ZonedCron(croniter.croniter):
+    """A cron iterator in a time zone that fires a fixed-hour tick once a day.
+
+    When clocks go back, a local time such as 02:30 occurs twice; croniter
+    yields both. A schedule with a fixed hour runs on the first of the two
+    only, as cron does. A schedule whose hour field covers every hour runs
+    in both, since each is a real hour. When clocks go forward, a tick in
+    the skipped hour runs at the end of the gap (croniter 7 behaviour).
+    """
+
+    def __init__(
+        self, expression: str, zone: zoneinfo.ZoneInfo, *, seconds_first: bool
+    ) -> None:
+        super().__init__(
+            expression,
+            datetime.datetime.now(zone),
+            second_at_beginning=seconds_first,
+        )
+        self.zone = zone
+        hours = self.expanded[1]
+        self.fixed_hour = hours != ["*"] and len(hours) < 24
+
+    def get_next(
+        self,
+        ret_type: Any = None,
+        start_time: Any = None,
+        update_current: bool = True,
+    ) -> Any:
+        value = super().get_next(ret_type, start_time, update_current)
+        while self._is_repeat(value):
+            value = super().get_next(ret_type, value, update_current)
+        return value
+
+    def get_prev(
+        self,
+        ret_type: Any = None,
+        start_time: Any = None,
+        update_current: bool = True,
+    ) -> Any:
+        value = super().get_prev(ret_type, start_time, update_current)
+        while self._is_repeat(value):
+            value = super().get_prev(ret_type, value, update_current)
+        return value
+
+    def _is_repeat(self, value: Any) -> bool:
+        """Tell whether `value` is the second occurrence of a fixed-hour tick."""
+        if not self.fixed_hour:
+            return False
+        if isinstance(value, datetime.datetime):
+            value = value.timestamp()
+        local = datetime.datetime.fromtimestamp(float(value), self.zone)
+        # fromtimestamp sets fold=1 only on the second pass of a repeated
+        # hour; fold=1 elsewhere has the same offset as fold=0.
+        return local.fold == 1 and (
+            local.utcoffset() != local.replace(fold=0).utcoffset()
+        )
+
+
+@attr.dataclass(frozen=True)
 class ZonedPeriodicTask(procrastinate.periodic.PeriodicTask):  # type: ignore[type-arg]
     """A periodic task whose cron runs in a time zone and may have seconds.
 
-    procrastinate's own reads 5-field cron in UTC, with seconds last.
+    procrastinate's own reads 5-field cron in UTC, with seconds last; here a
+    6-field cron has seconds first, as pg-boss reads it.
     """
 
     timezone: str = "UTC"
@@ -50,11 +111,7 @@ class ZonedPeriodicTask(procrastinate.periodic.PeriodicTask):  # type: ignore[ty
     @functools.cached_property
     def croniter(self) -> croniter.croniter:
         zone = zoneinfo.ZoneInfo(self.timezone)
-        return croniter.croniter(
-            self.cron,
-            datetime.datetime.now(zone),
-            second_at_beginning=self.seconds_first,
-        )
+        return ZonedCron(self.cron, zone, seconds_first=self.seconds_first)
 
 
 def queue_settings(definition: Queue[Any]) -> dict[str, Any]:
@@ -70,6 +127,7 @@ def queue_settings(definition: Queue[Any]) -> dict[str, Any]:
         "concurrency": definition.concurrency,
         "priority": definition.priority,
         "has_on_failed": definition.on_failed is not None,
+        "max_worker_losses": definition.max_worker_losses,
     }
 
 
@@ -157,6 +215,7 @@ class Setup:
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
+            self._check_handler_changes(handlers)
             await self._ensure_schema()
             if self.system.config.clean_orphans:
                 await self.recover_orphans()
@@ -217,20 +276,29 @@ class Setup:
         ]
         if not rows:
             return
-        async with self.system.pool.connection() as conn:
-            async with conn.cursor() as cursor:
-                await cursor.executemany(UPSERT_QUEUE_SQL, rows)
+        async with self.system.pool.connection() as conn, conn.cursor() as cursor:
+            await cursor.executemany(UPSERT_QUEUE_SQL, rows)
+
+    def _check_handler_changes(self, handlers: dict[str, Handler]) -> None:
+        if self.workers is None or not self.workers.running:
+            return
+        changed = sorted(
+            name
+            for name, handler in handlers.items()
+            if name in self.tasks and self.tasks[name].handler is not handler
+        )
+        if changed:
+            raise UsageError(
+                f"workers already run other handlers for queues {changed!r}; "
+                "call stop() before init_jobs with new handlers"
+            )
 
     def _register_tasks(self, handlers: dict[str, Handler]) -> None:
         app = self.system.app
         for name, handler in handlers.items():
             existing = self.tasks.get(name)
             if existing is not None:
-                if existing.handler is not handler:
-                    raise UsageError(
-                        f"init_jobs already registered another handler for queue "
-                        f"{name!r}; call stop() before changing handlers"
-                    )
+                existing.set_handler(handler)
                 continue
             definition = self.system.config.queues[name]
             queue_task = worker.QueueTask(self.system, name, definition, handler)
@@ -255,6 +323,7 @@ class Setup:
             self.tasks[name] = queue_task
 
     def _register_schedules(self) -> None:
+        # The schedules live in the app's registry, which outlives stop().
         if self._schedules_registered:
             return
         app = self.system.app
@@ -262,23 +331,16 @@ class Setup:
         for schedule_name, schedule in self.system.config.schedules.items():
             task = app.tasks[schedule.queue]
             expression, seconds_first = split_cron(schedule.cron)
-            registered = registry.register_task(
+            registry.periodic_tasks[(task.name, schedule_name)] = ZonedPeriodicTask(
                 task=task,
                 cron=expression,
                 periodic_id=schedule_name,
                 configure_kwargs={
                     "task_kwargs": {"payload": _schedule_payload(schedule)}
                 },
+                timezone=schedule.timezone,
+                seconds_first=seconds_first,
             )
-            zoned = ZonedPeriodicTask(
-                task=registered.task,
-                cron=registered.cron,
-                periodic_id=registered.periodic_id,
-                configure_kwargs=registered.configure_kwargs,
-            )
-            object.__setattr__(zoned, "timezone", schedule.timezone)
-            object.__setattr__(zoned, "seconds_first", seconds_first)
-            registry.periodic_tasks[(task.name, schedule_name)] = zoned
         self._schedules_registered = True
 
     def _start_workers(self, queues: Sequence[str] | None) -> None:
@@ -307,6 +369,7 @@ class Setup:
         if group is not None:
             await group.stop()
         self.workers = None
+        self._lock = None
         for queue_task in self.tasks.values():
             queue_task.shutdown()
 
@@ -316,4 +379,5 @@ def _schedule_payload(schedule: Schedule) -> dict[str, Any]:
     if isinstance(payload, BaseModel):
         data: dict[str, Any] = payload.model_dump(mode="json")
         return data
-    return json.loads(json.dumps(payload or {}))
+    plain: dict[str, Any] = json.loads(json.dumps(payload or {}))
+    return plain

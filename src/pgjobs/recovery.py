@@ -1,9 +1,21 @@
 """Recovery of orphaned jobs: jobs left running by a worker that died.
 
 A worker is taken for dead when its heartbeat is older than the stalled
-timeout, or when its row is gone. Its jobs are retried while attempts remain,
-else failed, each with a "worker lost" attempt record. Jobs of live workers
-are never touched.
+timeout, or when its row is gone. Each of its jobs is settled by what the
+attempt records show:
+
+- the run had already succeeded (its result is recorded): ``succeeded``;
+- the run had failed and its on_failed hook ran: ``failed``;
+- the run was interrupted by a stopping worker: back to ``todo``, since
+  interrupted runs do not use up the retry budget;
+- retries remain: back to ``todo`` at once, with a ``worker_lost`` record;
+- no retry remains: ``failed``, with a ``worker_lost`` record, and the
+  queue's on_failed hook runs once the change is committed.
+
+A row that cannot be moved that way (for example, a newer job already holds
+its singleton key, so it cannot go back to ``todo``) is set to ``failed``
+with the reason recorded, and the sweep goes on with the next row. Jobs of
+live workers are never touched.
 """
 
 from __future__ import annotations
@@ -27,21 +39,26 @@ SELECT worker_id FROM procrastinate_prune_stalled_workers_v1(%(stalled)s)
 """
 
 # Rows are locked with SKIP LOCKED, so two processes sweeping at once split
-# the work instead of settling one job twice. A job's own attempt record of
-# its current run, if any, tells whether the worker died after the handler
-# had already finished.
+# the work instead of settling one job twice. The attempt record of the
+# job's current run, if any, tells how far the run got before its worker
+# died.
 SELECT_ORPHANS_SQL = """
 SELECT job.id, job.queue_name, job.attempts, job.args, job.worker_id,
        worker.last_heartbeat,
        COALESCE((queue.settings ->> 'retry_limit')::int, 0) AS stored_retry_limit,
        attempt.outcome AS recorded_outcome,
-       attempt.on_failed_at IS NOT NULL AS on_failed_done
+       attempt.on_failed_at IS NOT NULL AS on_failed_done,
+       (SELECT count(*) FROM pgjobs_attempts interrupted
+         WHERE interrupted.job_id = job.id
+           AND interrupted.outcome = 'interrupted'
+           AND interrupted.attempt <= job.attempts) AS interrupted_runs
   FROM procrastinate_jobs job
   LEFT JOIN procrastinate_workers worker ON worker.id = job.worker_id
   LEFT JOIN pgjobs_queues queue ON queue.name = job.queue_name
   LEFT JOIN pgjobs_attempts attempt
          ON attempt.job_id = job.id AND attempt.attempt = job.attempts + 1
  WHERE job.status = 'doing'
+   AND job.id > %(after)s
    AND (worker.id IS NULL
         OR worker.last_heartbeat < now() - make_interval(secs => %(stalled)s))
  ORDER BY job.id
@@ -51,9 +68,9 @@ SELECT job.id, job.queue_name, job.attempts, job.args, job.worker_id,
 
 RETRY_SQL = "SELECT procrastinate_retry_job_v2(%(job_id)s, now(), NULL, NULL, NULL)"
 FINISH_SQL = "SELECT procrastinate_finish_job_v1(%(job_id)s, %(status)s, false)"
-# Last resort for a row that cannot be retried or finished normally.
+# Last resort for a row that the functions above reject.
 FORCE_FAIL_SQL = """
-UPDATE procrastinate_jobs SET status = 'failed'
+UPDATE procrastinate_jobs SET status = 'failed', attempts = attempts + 1
  WHERE id = %(job_id)s AND status = 'doing'
 """
 
@@ -71,8 +88,10 @@ class RecoveredJob:
     reason: str
 
 
-@dataclass
-class _PendingHook:
+@dataclass(frozen=True)
+class PendingHook:
+    """An on_failed hook to run for a recovered job once the sweep commits."""
+
     job_id: int
     queue: str
     attempt: int
@@ -85,37 +104,45 @@ async def sweep(
     *,
     queues: Mapping[str, Queue[Any]],
     stalled_timeout: float,
-) -> tuple[list[RecoveredJob], list[_PendingHook]]:
+) -> tuple[list[RecoveredJob], list[PendingHook]]:
     """Settle every orphaned job; return what was done and hooks to run.
 
-    The on_failed hooks are returned rather than run, so they run after the
-    transaction commits and never for a change that rolled back.
+    Each batch of rows is settled in its own transaction. The on_failed
+    hooks are returned rather than run, so they run after the commit and
+    never for a change that rolled back.
     """
     recovered: list[RecoveredJob] = []
-    hooks: list[_PendingHook] = []
-    async with conn.transaction():
-        cursor = conn.cursor(row_factory=psycopg.rows.dict_row)
-        await cursor.execute(
-            SELECT_ORPHANS_SQL, {"stalled": stalled_timeout, "limit": BATCH_SIZE}
-        )
-        rows = await cursor.fetchall()
-        for row in rows:
-            outcome = await _settle(conn, row, queues)
-            recovered.append(outcome)
-            if outcome.action == "failed" and not row["on_failed_done"]:
-                definition = queues.get(row["queue_name"])
-                hooks.append(
-                    _PendingHook(
-                        job_id=row["id"],
-                        queue=row["queue_name"],
-                        attempt=row["attempts"] + 1,
-                        retry_limit=_retry_limit(row, definition),
-                        args=row["args"] or {},
-                    )
-                )
-        # Pruning after the sweep keeps the dead worker's id in the reasons.
-        await conn.execute(PRUNE_STALLED_WORKERS_SQL, {"stalled": stalled_timeout})
+    hooks: list[PendingHook] = []
+    after = 0
+    while True:
+        async with conn.transaction():
+            rows = await _select_orphans(conn, after, stalled_timeout)
+            for row in rows:
+                outcome = await _settle(conn, row, queues)
+                if outcome is None:
+                    continue
+                recovered.append(outcome)
+                hook = _pending_hook(row, outcome, queues)
+                if hook is not None:
+                    hooks.append(hook)
+        if len(rows) < BATCH_SIZE:
+            break
+        after = rows[-1]["id"]
+
+    # Pruning after the sweep keeps the dead workers' ids in the reasons.
+    await conn.execute(PRUNE_STALLED_WORKERS_SQL, {"stalled": stalled_timeout})
     return recovered, hooks
+
+
+async def _select_orphans(
+    conn: psycopg.AsyncConnection[Any], after: int, stalled_timeout: float
+) -> list[dict[str, Any]]:
+    cursor = conn.cursor(row_factory=psycopg.rows.dict_row)
+    await cursor.execute(
+        SELECT_ORPHANS_SQL,
+        {"stalled": stalled_timeout, "limit": BATCH_SIZE, "after": after},
+    )
+    return await cursor.fetchall()
 
 
 def _retry_limit(row: Mapping[str, Any], definition: Queue[Any] | None) -> int:
@@ -124,33 +151,43 @@ def _retry_limit(row: Mapping[str, Any], definition: Queue[Any] | None) -> int:
     return int(row["stored_retry_limit"])
 
 
+def _lost_reason(row: Mapping[str, Any]) -> str:
+    worker = row["worker_id"]
+    if worker is None:
+        return "worker lost: its worker row is gone (stopped or pruned)"
+    return (
+        f"worker lost: worker {worker} sent no heartbeat since "
+        f"{row['last_heartbeat']:%Y-%m-%d %H:%M:%S%z}"
+    )
+
+
+def _decide(
+    row: Mapping[str, Any], queues: Mapping[str, Queue[Any]]
+) -> tuple[str, str | None]:
+    """Return the action and final status (None: retry) for an orphan."""
+    recorded = row["recorded_outcome"]
+    if recorded == "succeeded":
+        return "succeeded", "succeeded"
+    if recorded in ("failed", "timed_out") and row["on_failed_done"]:
+        return "failed", "failed"
+    if recorded == "interrupted":
+        return "retried", None
+    counted_runs = row["attempts"] - row["interrupted_runs"]
+    if counted_runs < _retry_limit(row, queues.get(row["queue_name"])):
+        return "retried", None
+    return "failed", "failed"
+
+
 async def _settle(
     conn: psycopg.AsyncConnection[Any],
     row: Mapping[str, Any],
     queues: Mapping[str, Queue[Any]],
-) -> RecoveredJob:
+) -> RecoveredJob | None:
     job_id = row["id"]
     attempt = row["attempts"] + 1
-    queue = row["queue_name"]
-    retry_limit = _retry_limit(row, queues.get(queue))
-    recorded = row["recorded_outcome"]
-    worker = row["worker_id"]
-    if worker is None:
-        reason = "worker lost: its worker row is gone (stopped or pruned)"
-    else:
-        reason = (
-            f"worker lost: worker {worker} sent no heartbeat since "
-            f"{row['last_heartbeat']:%Y-%m-%d %H:%M:%S%z}"
-        )
-
-    if recorded == "succeeded":
-        action, status = "succeeded", "succeeded"
-    elif recorded in ("failed", "timed_out") and row["on_failed_done"]:
-        action, status = "failed", "failed"
-    elif row["attempts"] < retry_limit:
-        action, status = "retried", None
-    else:
-        action, status = "failed", "failed"
+    reason = _lost_reason(row)
+    action, status = _decide(row, queues)
+    write_record = row["recorded_outcome"] is None
 
     try:
         async with conn.transaction():
@@ -158,58 +195,92 @@ async def _settle(
                 await conn.execute(RETRY_SQL, {"job_id": job_id})
             else:
                 await conn.execute(FINISH_SQL, {"job_id": job_id, "status": status})
-            if recorded is None:
-                await _record_lost(conn, job_id, attempt, worker, reason)
+            if write_record:
+                await _record_lost(conn, row, reason)
     except psycopg.Error as exc:
-        # One bad row must not stop the sweep: it is failed with the reason.
-        reason = f"{reason}; could not be {action} ({exc.diag.message_primary})"
+        reason = f"{reason}; could not be {action} ({exc.diag.message_primary or exc})"
         action = "failed"
-        async with conn.transaction():
-            await conn.execute(FORCE_FAIL_SQL, {"job_id": job_id})
-            await _record_lost(conn, job_id, attempt, worker, reason)
+        if not await _force_fail(conn, row, reason):
+            return None
 
     logger.warning(
         "Recovered orphaned job %s of queue %s: %s (%s)",
         job_id,
-        queue,
+        row["queue_name"],
         action,
         reason,
-        extra={
-            "action": "recover_orphan",
-            "queue": queue,
-            "job_id": job_id,
-            "attempt": attempt,
-            "worker_id": worker,
-        },
+        extra=_extra(row, "recover_orphan"),
     )
-    return RecoveredJob(job_id, queue, attempt, action, reason)
+    return RecoveredJob(job_id, row["queue_name"], attempt, action, reason)
+
+
+async def _force_fail(
+    conn: psycopg.AsyncConnection[Any], row: Mapping[str, Any], reason: str
+) -> bool:
+    """Fail a row that could not be settled normally; False if that failed too.
+
+    A row that even this cannot change stays in `doing` and is logged; the
+    sweep goes on with the next row and tries it again next time.
+    """
+    try:
+        async with conn.transaction():
+            await conn.execute(FORCE_FAIL_SQL, {"job_id": row["id"]})
+            await _record_lost(conn, row, reason)
+    except psycopg.Error:
+        logger.exception(
+            "Could not settle orphaned job %s; it stays running until the next sweep",
+            row["id"],
+            extra=_extra(row, "recover_orphan_failed"),
+        )
+        return False
+    return True
+
+
+def _pending_hook(
+    row: Mapping[str, Any],
+    outcome: RecoveredJob,
+    queues: Mapping[str, Queue[Any]],
+) -> PendingHook | None:
+    if outcome.action != "failed" or row["on_failed_done"]:
+        return None
+    return PendingHook(
+        job_id=row["id"],
+        queue=row["queue_name"],
+        attempt=outcome.attempt,
+        retry_limit=_retry_limit(row, queues.get(row["queue_name"])),
+        args=row["args"] or {},
+    )
 
 
 async def _record_lost(
-    conn: psycopg.AsyncConnection[Any],
-    job_id: int,
-    attempt: int,
-    worker: int | None,
-    reason: str,
+    conn: psycopg.AsyncConnection[Any], row: Mapping[str, Any], reason: str
 ) -> None:
     await _attempts.record(
         conn,
         _attempts.Attempt(
-            job_id=job_id,
-            attempt=attempt,
+            job_id=row["id"],
+            attempt=row["attempts"] + 1,
             outcome="worker_lost",
-            worker_id=worker,
+            worker_id=row["worker_id"],
             worker_name=None,
             started_at=None,
             error_type="pgjobs.errors.WorkerLost",
-            error_message=reason,
+            error_message=_attempts.clean_text(reason, _attempts.MAX_MESSAGE_CHARS),
         ),
     )
 
 
-def hook_arguments(
-    hook: _PendingHook, definition: Queue[Any]
-) -> tuple[Any, JobContext]:
+def _extra(row: Mapping[str, Any], action: str) -> dict[str, Any]:
+    return {
+        "action": action,
+        "queue": row["queue_name"],
+        "job_id": row["id"],
+        "attempt": row["attempts"] + 1,
+        "worker_id": row["worker_id"],
+    }
+
+
+def hook_arguments(hook: PendingHook, definition: Queue[Any]) -> tuple[Any, JobContext]:
     """Return the payload and context to pass to a recovered job's on_failed."""
     payload: Any = hook.args.get("payload") or {}
     try:

@@ -2,7 +2,18 @@
 
 Each queue gets its own procrastinate `Worker`, so its concurrency is its
 own. A supervisor restarts a worker whose database connection failed, with
-a capped backoff, and a side task sweeps orphaned jobs of dead peers.
+a capped backoff, and side tasks keep heartbeats going and sweep orphaned
+jobs of dead peers.
+
+Timing, from `WorkerConfig`: every worker updates its heartbeat each
+`heartbeat_interval` seconds (10 by default). A peer is taken for dead once
+its heartbeat is older than `stalled_timeout` (60 by default, which must
+exceed twice the heartbeat interval), and running workers sweep for such
+orphans every `stalled_timeout / 2` seconds unless `orphan_sweep_interval`
+is set. A crashed worker's jobs are therefore retried between
+`stalled_timeout` and `1.5 * stalled_timeout` seconds after its last
+heartbeat. An event loop blocked for longer than `stalled_timeout` makes a
+live worker look dead, and its jobs would then run twice.
 """
 
 from __future__ import annotations
@@ -21,10 +32,31 @@ from pgjobs.config import JobSystemConfig
 logger = logging.getLogger(__name__)
 
 _MAX_BACKOFF = 30.0
+_STOP_REQUEST_INTERVAL = 0.1
+
+
+class _QueueWorker(procrastinate.worker.Worker):
+    """A procrastinate worker that may leave cron schedules to a sibling.
+
+    Every procrastinate worker runs a periodic deferrer for all schedules of
+    its app. The database keeps one job per tick anyway, so one deferrer per
+    process is enough and the others are skipped.
+    """
+
+    def __init__(self, *, defer_schedules: bool, **options: Any) -> None:
+        super().__init__(**options)
+        self.defer_schedules = defer_schedules
+
+    # NOTE: overrides a private method of procrastinate 3.10. If a later
+    # release renames it, every worker defers schedules again, which costs
+    # one query per tick and queue but stays correct.
+    async def _periodic_deferrer(self) -> None:
+        if self.defer_schedules:
+            await super()._periodic_deferrer()  # type: ignore[no-untyped-call]
 
 
 class WorkerGroup:
-    """The per-queue workers and the orphan sweeper of one process."""
+    """The per-queue workers, heartbeats and orphan sweeper of one process."""
 
     def __init__(
         self,
@@ -49,6 +81,15 @@ class WorkerGroup:
         """True while the group's task has not finished."""
         return self._task is not None and not self._task.done()
 
+    @property
+    def worker_ids(self) -> list[int]:
+        """Database ids of the workers registered now."""
+        return [
+            worker.worker_id
+            for worker in self._workers.values()
+            if worker.worker_id is not None
+        ]
+
     def start(self) -> asyncio.Task[None]:
         """Start the group on the running loop and return its task."""
         if self._task is None:
@@ -65,8 +106,9 @@ class WorkerGroup:
     async def stop(self) -> None:
         """Stop fetching, let running jobs finish up to the graceful timeout.
 
-        Jobs still running then are aborted and put back to be retried.
-        Returns once every worker has written its final statuses.
+        Jobs still running then are interrupted and put back to be retried.
+        Returns once every worker has written its final statuses and left
+        the database. Safe to call twice.
         """
         self._stopping.set()
         task = self._task
@@ -76,8 +118,8 @@ class WorkerGroup:
         # starts, so the request is repeated until the group is done.
         while not task.done():
             for worker in self._workers.values():
-                worker.stop()
-            await asyncio.wait({task}, timeout=0.1)
+                worker.stop()  # type: ignore[no-untyped-call]
+            await asyncio.wait({task}, timeout=_STOP_REQUEST_INTERVAL)
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
@@ -88,25 +130,32 @@ class WorkerGroup:
             extra={"action": "start_workers"},
         )
         supervisors = [
-            asyncio.create_task(self._supervise(name), name=f"pgjobs-worker-{name}")
-            for name in self.queues
+            asyncio.create_task(
+                self._supervise(name, defer_schedules=index == 0),
+                name=f"pgjobs-worker-{name}",
+            )
+            for index, name in enumerate(self.queues)
         ]
-        sweeper = None
+        side_tasks = [
+            asyncio.create_task(self._heartbeat_loop(), name="pgjobs-heartbeat")
+        ]
         if self.sweep is not None:
-            sweeper = asyncio.create_task(self._sweep_loop(), name="pgjobs-sweeper")
+            side_tasks.append(
+                asyncio.create_task(self._sweep_loop(), name="pgjobs-sweeper")
+            )
         try:
             await asyncio.gather(*supervisors)
         finally:
-            if sweeper is not None:
-                sweeper.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await sweeper
+            for side_task in side_tasks:
+                side_task.cancel()
+            await asyncio.gather(*side_tasks, return_exceptions=True)
             logger.info("Stopped workers", extra={"action": "stop_workers"})
 
-    def _make_worker(self, name: str) -> procrastinate.worker.Worker:
+    def _make_worker(self, name: str, defer_schedules: bool) -> _QueueWorker:
         settings = self.config.worker
         definition = self.config.queues[name]
-        return procrastinate.worker.Worker(
+        return _QueueWorker(
+            defer_schedules=defer_schedules,
             app=self.app,
             queues=[name],
             name=f"{settings.name}:{name}",
@@ -121,13 +170,13 @@ class WorkerGroup:
             stalled_worker_timeout=settings.stalled_timeout,
         )
 
-    async def _supervise(self, name: str) -> None:
+    async def _supervise(self, name: str, *, defer_schedules: bool) -> None:
         backoff = 1.0
         while not self._stopping.is_set():
-            worker = self._make_worker(name)
+            worker = self._make_worker(name, defer_schedules)
             self._workers[name] = worker
             try:
-                await worker.run()
+                await worker.run()  # type: ignore[no-untyped-call]
             except Exception as exc:
                 logger.exception(
                     "Worker of queue %s failed; restarting in %.0f s",
@@ -150,8 +199,27 @@ class WorkerGroup:
             backoff = min(backoff * 2, _MAX_BACKOFF)
         self._workers.pop(name, None)
 
+    async def _heartbeat_loop(self) -> None:
+        # procrastinate stops a worker's heartbeat as soon as the worker
+        # begins to stop, while its jobs may run for the graceful timeout or,
+        # for a sync handler, until the thread returns. Without this beat a
+        # peer would take such a worker for dead and run its jobs twice.
+        interval = self.config.worker.heartbeat_interval
+        while True:
+            await asyncio.sleep(interval)
+            for worker_id in self.worker_ids:
+                try:
+                    await self.app.job_manager.update_heartbeat(worker_id)
+                except Exception as exc:
+                    logger.warning(
+                        "Could not update the heartbeat of worker %s: %s",
+                        worker_id,
+                        exc,
+                        extra={"action": "heartbeat_failed", "worker_id": worker_id},
+                    )
+
     async def _sweep_loop(self) -> None:
-        assert self.sweep is not None
+        assert self.sweep is not None  # the loop only starts with a sweep
         interval = self.config.worker.sweep_interval
         while not self._stopping.is_set():
             with contextlib.suppress(TimeoutError):

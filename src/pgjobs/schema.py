@@ -11,7 +11,7 @@ import logging
 import re
 from dataclasses import dataclass
 from importlib import metadata, resources
-from typing import Any, LiteralString, cast
+from typing import Any, LiteralString
 
 import procrastinate.schema
 import psycopg
@@ -28,12 +28,12 @@ _STATE_SQL = """
 SELECT to_regclass(format('%%I.procrastinate_jobs', %(schema)s::text)) IS NOT NULL,
        to_regclass(format('%%I.pgjobs_meta', %(schema)s::text)) IS NOT NULL
 """
-_READ_META_SQL = "SELECT key, value FROM pgjobs_meta"
 _WRITE_META_SQL = """
 INSERT INTO pgjobs_meta (key, value) VALUES (%s, %s)
 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value
 """
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+_PROCRASTINATE_MIGRATIONS = "procrastinate.sql.migrations"
 _PROCRASTINATE_MIGRATION_NAME = re.compile(r"^(\d+)\.(\d+)\.(\d+)_(\d+)_.*\.sql$")
 
 
@@ -46,10 +46,10 @@ class SchemaState:
     procrastinate_version: str | None
 
 
-def _read_sql(name: str) -> LiteralString:
-    text = (resources.files("pgjobs.sql") / name).read_text(encoding="utf-8")
-    # Files shipped inside the package are as trusted as code.
-    return cast(LiteralString, text)
+def _read_sql(package: str, name: str) -> LiteralString:
+    # Files shipped inside the packages are as trusted as code.
+    text: LiteralString = (resources.files(package) / name).read_text(encoding="utf-8")
+    return text
 
 
 def pgjobs_migrations() -> list[tuple[int, str]]:
@@ -80,16 +80,14 @@ def _version_key(version: str) -> tuple[int, ...]:
 
 
 def _procrastinate_migrations(after: str, upto: str) -> list[str]:
-    folder = procrastinate.schema.SchemaManager.get_migrations_path()
     names = []
-    for entry in sorted(resources.files("procrastinate.sql.migrations").iterdir()):
+    for entry in resources.files(_PROCRASTINATE_MIGRATIONS).iterdir():
         match = _PROCRASTINATE_MIGRATION_NAME.match(entry.name)
         if not match:
             continue
         version = tuple(int(match.group(i)) for i in (1, 2, 3))
         if _version_key(after) < version <= _version_key(upto):
             names.append(entry.name)
-    logger.debug("procrastinate migrations in %s: %s", folder, names)
     return sorted(names)
 
 
@@ -158,18 +156,15 @@ async def _apply(conn: psycopg.AsyncConnection[Any], schema: str) -> list[str]:
     elif state.procrastinate_version is not None:
         current = procrastinate_version()
         for name in _procrastinate_migrations(state.procrastinate_version, current):
-            text = (resources.files("procrastinate.sql.migrations") / name).read_text(
-                encoding="utf-8"
-            )
-            await conn.execute(cast(LiteralString, text))
+            await conn.execute(_read_sql(_PROCRASTINATE_MIGRATIONS, name))
             applied.append(name)
     known = state.pgjobs_version or 0
     for version, name in pgjobs_migrations():
         if version > known:
-            await conn.execute(_read_sql(f"migrations/{name}"))
+            await conn.execute(_read_sql("pgjobs.sql", f"migrations/{name}"))
             applied.append(name)
     if applied:
-        await conn.execute(_read_sql("pin_search_path.sql"))
+        await conn.execute(_read_sql("pgjobs.sql", "pin_search_path.sql"))
         await conn.execute(_WRITE_META_SQL, ["schema_version", str(latest_version())])
         await conn.execute(
             _WRITE_META_SQL, ["procrastinate_version", procrastinate_version()]

@@ -3,6 +3,27 @@
 Each queue's task validates the stored payload, calls the user's handler
 under the queue's timeout, records the attempt, and leaves retrying to
 procrastinate through `QueueRetryStrategy`.
+
+Timeouts:
+    An async handler past its timeout is cancelled; the attempt is recorded
+    as ``timed_out`` and retried while the retry budget lasts.
+
+    A thread cannot be cancelled, so a sync handler past its timeout keeps
+    running while its `JobContext.should_abort()` returns True. The job stays
+    in ``doing`` and its worker keeps sending heartbeats until the thread
+    returns. Only then is the attempt recorded as ``timed_out`` (whatever
+    the thread returned) and the retry scheduled. A retry therefore never
+    runs beside the timed-out thread. A sync handler that never checks
+    `should_abort()` holds its job and its concurrency slot, and delays
+    `stop()`, until it returns.
+
+Stops:
+    When the worker stops, a job still running after the graceful timeout is
+    interrupted: an async handler is cancelled, a sync handler sees
+    `should_abort()` turn true. An interrupted attempt is recorded as
+    ``interrupted`` and the job goes back to ``todo`` at once. Interrupted
+    runs do not use up the retry budget. A sync handler that returns
+    normally after the request keeps its result, and its job succeeds.
 """
 
 from __future__ import annotations
@@ -15,8 +36,8 @@ import functools
 import inspect
 import logging
 import threading
-from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any, NoReturn, Protocol
 
 import procrastinate
 import procrastinate.job_context
@@ -33,15 +54,14 @@ from pgjobs.types import Handler, JobContext
 
 logger = logging.getLogger(__name__)
 
-# Exponents above this would only overflow; the cap applies long before.
+# 2**62 seconds is far beyond any cap; stopping there keeps the float finite.
 _MAX_BACKOFF_EXPONENT = 62
+
+NON_RETRIABLE: tuple[type[BaseException], ...] = (PayloadValidationError,)
 
 
 class WorkerInterrupted(Exception):
     """The worker stopped before the job finished; the job is always retried."""
-
-
-NON_RETRIABLE: tuple[type[BaseException], ...] = (PayloadValidationError,)
 
 
 class Runtime(Protocol):
@@ -57,64 +77,83 @@ class Runtime(Protocol):
 
 
 def retry_delay(definition: Queue[Any], attempts: int) -> float:
-    """Return the seconds to wait before the retry that follows `attempts`.
+    """Return the seconds to wait before the retry that follows `attempts` runs.
 
-    `attempts` counts the runs so far, so the first retry gets the base delay.
+    The first retry waits `retry_delay`. With `retry_backoff`, each further
+    retry waits twice as long, up to `retry_delay_max`; a zero `retry_delay`
+    then starts at one second.
     """
     if not definition.retry_backoff:
         return definition.retry_delay
     base = definition.retry_delay or 1.0
     exponent = min(max(attempts - 1, 0), _MAX_BACKOFF_EXPONENT)
-    return float(min(definition.retry_delay_max, base * 2**exponent))
+    return float(min(definition.retry_delay_max, base * 2.0**exponent))
 
 
 class QueueRetryStrategy(BaseRetryStrategy):
-    """procrastinate retry strategy built from a queue's retry settings."""
+    """procrastinate retry strategy built from a queue's retry settings.
+
+    procrastinate counts every run in `job.attempts`, interrupted ones too.
+    The queue task knows how many runs were interrupted and stores its
+    decision with `remember` before procrastinate asks for it.
+    """
 
     def __init__(self, definition: Queue[Any]) -> None:
         self.definition = definition
+        self._decisions: dict[int, RetryDecision | None] = {}
+
+    def decide(
+        self,
+        *,
+        exception: BaseException,
+        job: procrastinate.jobs.Job,
+        interrupted_runs: int = 0,
+    ) -> RetryDecision | None:
+        """Return when to retry after `exception`, or None to fail the job."""
+        if isinstance(exception, WorkerInterrupted):
+            return RetryDecision(retry_in={"seconds": 0})
+        if not isinstance(exception, Exception) or isinstance(exception, NON_RETRIABLE):
+            return None
+        counted_runs = job.attempts - interrupted_runs
+        if counted_runs >= self.definition.retry_limit:
+            return None
+        delay = retry_delay(self.definition, counted_runs + 1)
+        now = datetime.datetime.now(datetime.UTC)
+        return RetryDecision(retry_at=now + datetime.timedelta(seconds=delay))
+
+    def remember(self, job_id: int, decision: RetryDecision | None) -> None:
+        """Store the decision that `get_retry_decision` returns next for a job."""
+        self._decisions[job_id] = decision
 
     def get_retry_decision(
         self, *, exception: BaseException, job: procrastinate.jobs.Job
     ) -> RetryDecision | None:
-        if isinstance(exception, WorkerInterrupted):
-            return RetryDecision(retry_in={"seconds": 0})
-        if not isinstance(exception, Exception):
-            return None
-        if isinstance(exception, NON_RETRIABLE):
-            return None
-        if job.attempts >= self.definition.retry_limit:
-            return None
-        delay = retry_delay(self.definition, job.attempts + 1)
-        retry_at = datetime.datetime.now(datetime.UTC) + datetime.timedelta(
-            seconds=delay
-        )
-        return RetryDecision(retry_at=retry_at)
+        if job.id is not None and job.id in self._decisions:
+            return self._decisions.pop(job.id)
+        return self.decide(exception=exception, job=job)
 
 
-def takes_context(handler: Callable[..., Any]) -> bool:
-    """Tell whether `handler` accepts a second, context, argument."""
+def takes_context(handler: Callable[..., Any], position: int = 2) -> bool:
+    """Tell whether `handler` accepts a positional argument at `position`.
+
+    A handler takes the context as its second argument; an on_failed hook as
+    its third.
+    """
     try:
-        signature = inspect.signature(handler)
+        parameters = list(inspect.signature(handler).parameters.values())
     except (TypeError, ValueError):
         return False
     positional = [
-        parameter
-        for parameter in signature.parameters.values()
-        if parameter.kind
-        in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD)
+        p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
     ]
-    has_varargs = any(
-        parameter.kind == parameter.VAR_POSITIONAL
-        for parameter in signature.parameters.values()
-    )
-    return len(positional) >= 2 or has_varargs
+    has_varargs = any(p.kind == p.VAR_POSITIONAL for p in parameters)
+    return len(positional) >= position or has_varargs
 
 
-def is_async(handler: Callable[..., Any]) -> bool:
-    """Tell whether calling `handler` returns an awaitable."""
-    call = getattr(handler, "__call__", None)  # noqa: B004
-    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(call)
+def is_async(function: Callable[..., Any]) -> bool:
+    """Tell whether calling `function` returns a coroutine."""
+    call = getattr(function, "__call__", None)  # noqa: B004
+    return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(call)
 
 
 def _storable_result(value: Any) -> tuple[Any, str | None]:
@@ -144,12 +183,16 @@ class QueueTask:
         self.runtime = runtime
         self.queue_name = queue_name
         self.definition = definition
-        self.handler = handler
-        self.with_context = takes_context(handler)
-        self.handler_is_async = is_async(handler)
         self.retry_strategy = QueueRetryStrategy(definition)
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self.__name__ = f"pgjobs_queue_{queue_name}"
+        self.set_handler(handler)
+
+    def set_handler(self, handler: Handler) -> None:
+        """Use `handler` for the jobs fetched from now on."""
+        self.handler = handler
+        self.with_context = takes_context(handler)
+        self.handler_is_async = is_async(handler)
 
     def executor(self) -> concurrent.futures.ThreadPoolExecutor:
         """Return the thread pool of sync handlers, sized to the concurrency."""
@@ -161,7 +204,7 @@ class QueueTask:
         return self._executor
 
     def shutdown(self) -> None:
-        """Release the handler threads once no job runs."""
+        """Release the handler threads; call it once no job runs."""
         if self._executor is not None:
             self._executor.shutdown(wait=False)
             self._executor = None
@@ -173,21 +216,19 @@ class QueueTask:
         timestamp: int | None = None,
     ) -> Any:
         job = context.job
-        assert job.id is not None
-        attempt = job.attempts + 1
+        assert job.id is not None  # procrastinate only runs stored jobs
         timed_out = threading.Event()
         job_context = JobContext(
             job_id=job.id,
             queue=self.queue_name,
-            attempt=attempt,
+            attempt=job.attempts + 1,
             retry_limit=self.definition.retry_limit,
             worker_name=context.worker_name or "",
             scheduled_for=float(timestamp) if timestamp is not None else None,
             _abort_checks=(context.should_abort, timed_out.is_set),
         )
-        started_at = datetime.datetime.fromtimestamp(
-            context.start_timestamp, datetime.UTC
-        )
+        run = _Run(self, context, job_context)
+
         try:
             argument = _payload.load_payload(self.definition, payload or {})
         except pydantic.ValidationError as exc:
@@ -196,87 +237,59 @@ class QueueTask:
                 f"stored payload of job {job.id} no longer matches "
                 f"{self.definition.payload_model}: {exc}",
             )
-            await self._on_failure(context, job_context, started_at, error, payload)
+            await run.failed(error, payload)
             raise error from None
 
         try:
             result = await self._run_handler(argument, job_context, timed_out)
         except asyncio.CancelledError as exc:
-            reason = context.abort_reason()
-            if reason is procrastinate.job_context.AbortReason.SHUTDOWN:
-                interrupted = WorkerInterrupted(
-                    f"worker stopped while job {job.id} ran; the job is retried"
-                )
-                await self._record_failure(
-                    context, attempt, started_at, interrupted, "interrupted"
-                )
-                raise interrupted from exc
-            await self._record_failure(context, attempt, started_at, exc, "aborted")
-            raise
+            await run.cancelled(exc)
         except Exception as exc:
-            await self._on_failure(context, job_context, started_at, exc, argument)
+            await run.failed(exc, argument)
             raise
-
-        data, problem = _storable_result(result)
-        if problem:
-            logger.warning(
-                "Job %s returned a result that cannot be stored: %s",
-                job.id,
-                problem,
-                extra=self._extra(job, attempt, "result_not_stored"),
-            )
-        if data is not None or problem:
-            await self._record(
-                _attempts.Attempt(
-                    job_id=job.id,
-                    attempt=attempt,
-                    outcome="succeeded",
-                    worker_id=job.worker_id,
-                    worker_name=context.worker_name,
-                    started_at=started_at,
-                    result=data,
-                    error_message=problem,
-                )
-            )
-        return data
+        return await run.succeeded(result)
 
     async def _run_handler(
         self, argument: Any, job_context: JobContext, timed_out: threading.Event
     ) -> Any:
         args = (argument, job_context) if self.with_context else (argument,)
+        if not self.handler_is_async:
+            return await self._run_sync(args, job_context, timed_out)
+
         timeout = self.definition.timeout
-        if self.handler_is_async:
-            try:
-                async with asyncio.timeout(timeout) as scope:
-                    return await self.handler(*args)
-            except TimeoutError:
-                if scope.expired():
-                    raise JobTimeout(
-                        self.queue_name, job_context.job_id, timeout or 0
-                    ) from None
-                raise
-        return await self._run_sync(args, job_context, timed_out)
+        try:
+            async with asyncio.timeout(timeout) as scope:
+                return await self.handler(*args)
+        except TimeoutError:
+            if scope.expired():
+                raise JobTimeout(
+                    self.queue_name, job_context.job_id, timeout or 0
+                ) from None
+            raise
 
     async def _run_sync(
         self, args: tuple[Any, ...], job_context: JobContext, timed_out: threading.Event
     ) -> Any:
-        # A thread cannot be killed. To keep a retry from ever overlapping a
-        # timed-out or cancelled run, the job stays running until the thread
-        # returns; the handler sees should_abort() turn true and should stop.
         loop = asyncio.get_running_loop()
         call = functools.partial(contextvars.copy_context().run, self.handler, *args)
-        future = loop.run_in_executor(self.executor(), call)
+        thread = loop.run_in_executor(self.executor(), call)
         try:
-            done, _ = await asyncio.wait({future}, timeout=self.definition.timeout)
+            done, _ = await asyncio.wait({thread}, timeout=self.definition.timeout)
         except asyncio.CancelledError:
-            await _wait_uncancellable(future)
-            raise
+            # Abort or stop: should_abort() is already true for the handler.
+            # The job is released only once the thread has returned.
+            await _wait_for_thread(thread)
+            if thread.exception() is not None:
+                raise
+            _uncancel()
+            return thread.result()
         if done:
-            return future.result()
+            return thread.result()
+
         timed_out.set()
         logger.warning(
-            "Sync handler of job %s passed its %s s timeout; waiting for its "
-            "thread to return before the job is released",
+            "Sync handler of job %s passed its %s s timeout; the job stays "
+            "running until its thread returns",
             job_context.job_id,
             self.definition.timeout,
             extra={
@@ -286,101 +299,165 @@ class QueueTask:
                 "attempt": job_context.attempt,
             },
         )
-        await _wait_uncancellable(future)
-        raise JobTimeout(
+        await _wait_for_thread(thread)
+        timeout = JobTimeout(
             self.queue_name, job_context.job_id, self.definition.timeout or 0
         )
+        raise timeout from thread.exception()
 
-    async def _on_failure(
+
+class _Run:
+    """The bookkeeping of one attempt: records, hooks and the retry decision."""
+
+    def __init__(
         self,
+        task: QueueTask,
         context: procrastinate.JobContext,
         job_context: JobContext,
-        started_at: datetime.datetime,
-        exc: Exception,
-        argument: Any,
     ) -> None:
-        job = context.job
-        outcome = "timed_out" if isinstance(exc, JobTimeout) else "failed"
-        await self._record_failure(
-            context, job_context.attempt, started_at, exc, outcome
+        self.task = task
+        self.context = context
+        self.job_context = job_context
+        self.job = context.job
+        self.started_at = datetime.datetime.fromtimestamp(
+            context.start_timestamp, datetime.UTC
         )
-        self.runtime.report_error(exc)
-        final = self.retry_strategy.get_retry_decision(exception=exc, job=job) is None
-        if final:
+
+    async def succeeded(self, result: Any) -> Any:
+        data, problem = _storable_result(result)
+        if problem:
+            logger.warning(
+                "Job %s returned a result that cannot be stored: %s",
+                self.job_context.job_id,
+                problem,
+                extra=self._extra("result_not_stored"),
+            )
+        # A plain success returns None and costs no extra write.
+        if data is not None or problem:
+            await self._record(
+                self._attempt("succeeded", result=data, error_message=problem)
+            )
+        return data
+
+    async def failed(self, exc: Exception, argument: Any) -> None:
+        outcome = "timed_out" if isinstance(exc, JobTimeout) else "failed"
+        await self._record_error(exc, outcome)
+        self.task.runtime.report_error(exc)
+
+        strategy = self.task.retry_strategy
+        interrupted = await self._interrupted_runs()
+        decision = strategy.decide(
+            exception=exc, job=self.job, interrupted_runs=interrupted
+        )
+        strategy.remember(self.job_context.job_id, decision)
+        if decision is None:
             await run_on_failed(
-                self.runtime,
-                self.queue_name,
-                self.definition,
-                job_context,
+                self.task.runtime,
+                self.task.queue_name,
+                self.task.definition,
+                self.job_context,
                 argument,
                 exc,
             )
 
-    async def _record_failure(
-        self,
-        context: procrastinate.JobContext,
-        attempt: int,
-        started_at: datetime.datetime,
-        exc: BaseException,
-        outcome: str,
-    ) -> None:
-        job = context.job
-        assert job.id is not None
+    async def cancelled(self, exc: asyncio.CancelledError) -> NoReturn:
+        """Record a cancelled attempt, then raise what procrastinate expects.
+
+        A stop raises `WorkerInterrupted`, which is always retried; a user's
+        abort request re-raises the cancellation, which ends the job aborted.
+        """
+        reason = self.context.abort_reason()
+        if reason is procrastinate.job_context.AbortReason.SHUTDOWN:
+            interrupted = WorkerInterrupted(
+                f"worker stopped while job {self.job_context.job_id} ran; "
+                "the job is retried"
+            )
+            await self._record_error(interrupted, "interrupted")
+            raise interrupted from exc
+        await self._record_error(exc, "aborted")
+        raise exc
+
+    async def _interrupted_runs(self) -> int:
+        # Only a job that ran before can have interrupted runs; a first run
+        # costs no query.
+        if self.job.attempts == 0:
+            return 0
+        try:
+            async with self.task.runtime.pool.connection() as conn:
+                return await _attempts.count_interrupted(conn, self.job_context.job_id)
+        except Exception as exc:
+            logger.exception(
+                "Could not count the interrupted runs of job %s; counting none",
+                self.job_context.job_id,
+                extra=self._extra("count_interrupted_failed"),
+            )
+            self.task.runtime.report_error(exc)
+            return 0
+
+    async def _record_error(self, exc: BaseException, outcome: str) -> None:
         error_type, message, formatted = _attempts.describe_error(exc)
         await self._record(
-            _attempts.Attempt(
-                job_id=job.id,
-                attempt=attempt,
-                outcome=outcome,
-                worker_id=job.worker_id,
-                worker_name=context.worker_name,
-                started_at=started_at,
+            self._attempt(
+                outcome,
                 error_type=error_type,
                 error_message=message,
                 traceback=formatted,
             )
         )
 
+    def _attempt(self, outcome: str, **details: Any) -> _attempts.Attempt:
+        return _attempts.Attempt(
+            job_id=self.job_context.job_id,
+            attempt=self.job_context.attempt,
+            outcome=outcome,
+            worker_id=self.job.worker_id,
+            worker_name=self.context.worker_name,
+            started_at=self.started_at,
+            **details,
+        )
+
     async def _record(self, attempt: _attempts.Attempt) -> None:
-        # The record is best effort: the job's status, which procrastinate
-        # writes next, matters more than the details of one attempt.
+        # Best effort: the job's status, which procrastinate writes next,
+        # matters more than the details of one attempt.
         try:
-            async with self.runtime.pool.connection() as conn:
+            async with self.task.runtime.pool.connection() as conn:
                 await _attempts.record(conn, attempt)
         except Exception as exc:
             logger.exception(
                 "Could not record attempt %s of job %s",
                 attempt.attempt,
                 attempt.job_id,
-                extra={
-                    "action": "record_attempt_failed",
-                    "queue": self.queue_name,
-                    "job_id": attempt.job_id,
-                    "attempt": attempt.attempt,
-                },
+                extra=self._extra("record_attempt_failed"),
             )
-            self.runtime.report_error(exc)
+            self.task.runtime.report_error(exc)
 
-    def _extra(
-        self, job: procrastinate.jobs.Job, attempt: int, action: str
-    ) -> dict[str, Any]:
+    def _extra(self, action: str) -> dict[str, Any]:
         return {
             "action": action,
-            "queue": self.queue_name,
-            "job_id": job.id,
-            "attempt": attempt,
-            "worker_id": job.worker_id,
+            "queue": self.task.queue_name,
+            "job_id": self.job_context.job_id,
+            "attempt": self.job_context.attempt,
+            "worker_id": self.job.worker_id,
         }
 
 
-async def _wait_uncancellable(future: asyncio.Future[Any]) -> None:
-    while not future.done():
+async def _wait_for_thread(thread: asyncio.Future[Any]) -> None:
+    """Wait until a handler thread returns, ignoring cancellation meanwhile."""
+    while not thread.done():
         try:
-            await asyncio.shield(future)
+            await asyncio.shield(thread)
         except asyncio.CancelledError:
             continue
         except Exception:
             return
+
+
+def _uncancel() -> None:
+    # The cancellation was answered by finishing the job; clearing the
+    # request keeps asyncio.timeout() and TaskGroup in callers accurate.
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
 
 
 async def run_on_failed(
@@ -393,8 +470,9 @@ async def run_on_failed(
 ) -> None:
     """Call the queue's on_failed hook once, and record that it ran.
 
-    The hook's own failure is logged and reported, never raised: the job has
-    already failed for its own reason.
+    A sync hook runs on a thread, so it cannot stall the worker's loop. The
+    hook's own failure is logged and reported to on_error, never raised:
+    the job has already failed for its own reason.
     """
     hook = definition.on_failed
     if hook is None:
@@ -406,18 +484,14 @@ async def run_on_failed(
         "attempt": job_context.attempt,
     }
     logger.info("Calling on_failed of job %s", job_context.job_id, extra=extra)
+    args = (argument, exc, job_context) if takes_context(hook, 3) else (argument, exc)
     try:
-        args = (
-            (argument, exc, job_context)
-            if takes_context_third(hook)
-            else (
-                argument,
-                exc,
-            )
-        )
-        outcome = hook(*args)
-        if inspect.isawaitable(outcome):
-            await outcome
+        if is_async(hook):
+            await hook(*args)
+        else:
+            outcome = await asyncio.to_thread(hook, *args)
+            if inspect.isawaitable(outcome):
+                await outcome
     except Exception as hook_error:
         logger.exception(
             "on_failed hook of queue %s raised for job %s",
@@ -426,6 +500,7 @@ async def run_on_failed(
             extra={**extra, "action": "on_failed_error"},
         )
         runtime.report_error(hook_error)
+
     try:
         async with runtime.pool.connection() as conn:
             await _attempts.mark_on_failed(
@@ -439,19 +514,5 @@ async def run_on_failed(
         )
         runtime.report_error(mark_error)
 
-
-def takes_context_third(hook: Callable[..., Any]) -> bool:
-    """Tell whether an on_failed hook accepts a third, context, argument."""
-    try:
-        parameters = list(inspect.signature(hook).parameters.values())
-    except (TypeError, ValueError):
-        return False
-    positional = [
-        p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-    ]
-    return len(positional) >= 3 or any(p.kind == p.VAR_POSITIONAL for p in parameters)
-
-
-AsyncHandler = Callable[..., Awaitable[Any]]
 
 __all__ = ["QueueRetryStrategy", "QueueTask", "WorkerInterrupted", "WorkerLost"]
