@@ -58,6 +58,7 @@ class Queue(BaseModel, Generic[PayloadT]):
     concurrency: int = Field(default=1, ge=1, le=1000)
     priority: int = Field(default=0, ge=-MAX_PRIORITY, le=MAX_PRIORITY)
     on_failed: OnFailed | None = None
+    max_worker_losses: int = Field(default=3, ge=1, le=1000)
 
     @field_validator("payload_model")
     @classmethod
@@ -90,6 +91,7 @@ def queue(
     concurrency: int = ...,
     priority: int = ...,
     on_failed: OnFailed | None = ...,
+    max_worker_losses: int = ...,
 ) -> Queue[PayloadT]: ...
 
 
@@ -105,6 +107,7 @@ def queue(
     concurrency: int = ...,
     priority: int = ...,
     on_failed: OnFailed | None = ...,
+    max_worker_losses: int = ...,
 ) -> Queue[dict[str, Any]]: ...
 
 
@@ -125,6 +128,9 @@ def queue(payload_model: Any = None, **options: Any) -> Queue[Any]:
         priority: default priority; higher runs first.
         on_failed: called once with the payload and the error after the last
             attempt fails.
+        max_worker_losses: times a job's worker may die while running it
+            (crash, SIGKILL, out of memory) before the job is failed instead
+            of retried, so a job that kills its worker cannot do so forever.
 
     Raises:
         ConfigError: an option is invalid; the message lists every problem.
