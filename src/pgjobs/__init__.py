@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from importlib import metadata
 
-from pgjobs._sending import SendOptionError
 from pgjobs.config import (
     JobSystemConfig,
     PoolConfig,
@@ -28,8 +27,8 @@ from pgjobs.errors import (
     PayloadValidationError,
     PgJobsError,
     QueueNotFound,
-    ScheduleError,
     SchemaError,
+    SendOptionError,
     UsageError,
     WorkerLost,
 )
@@ -59,7 +58,6 @@ __all__ = [
     "Queue",
     "QueueNotFound",
     "Schedule",
-    "ScheduleError",
     "SchemaError",
     "SendOptionError",
     "UsageError",

@@ -1,4 +1,4 @@
-"""Connection pool and translation of driver errors."""
+"""Connection pool, start-up check and translation of driver errors."""
 
 from __future__ import annotations
 
@@ -13,9 +13,12 @@ import psycopg.conninfo
 import psycopg_pool
 
 from pgjobs.config import JobSystemConfig
-from pgjobs.errors import DatabaseUnavailable
+from pgjobs.errors import DatabaseUnavailable, SchemaError
 
 logger = logging.getLogger(__name__)
+
+APPLICATION_NAME = "pgjobs"
+"""application_name of every pooled connection, as pg_stat_activity shows it."""
 
 
 def describe_dsn(dsn: str) -> str:
@@ -30,6 +33,14 @@ def describe_dsn(dsn: str) -> str:
     return f"{host}:{port}/{dbname}"
 
 
+def _connection_kwargs(config: JobSystemConfig) -> dict[str, Any]:
+    return {
+        "options": f"-c search_path={config.schema_name}",
+        "connect_timeout": max(1, round(config.pool.connect_timeout)),
+        "application_name": APPLICATION_NAME,
+    }
+
+
 def create_pool(config: JobSystemConfig) -> psycopg_pool.AsyncConnectionPool:
     """Build the system's pool, closed; the caller opens it.
 
@@ -42,11 +53,7 @@ def create_pool(config: JobSystemConfig) -> psycopg_pool.AsyncConnectionPool:
     pool_config = config.pool
     return psycopg_pool.AsyncConnectionPool(
         config.dsn.get_secret_value(),
-        kwargs={
-            "options": f"-c search_path={config.schema_name}",
-            "connect_timeout": max(1, round(pool_config.connect_timeout)),
-            "application_name": "pgjobs",
-        },
+        kwargs=_connection_kwargs(config),
         min_size=pool_config.min_size,
         max_size=pool_config.max_size,
         timeout=pool_config.timeout,
@@ -66,45 +73,102 @@ async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
     await conn.set_autocommit(True)
 
 
+async def check_reachable(config: JobSystemConfig) -> None:
+    """Open and close one connection, so that start-up fails fast.
+
+    A pool retries failed connections in the background until its timeout,
+    so a refused connection would only show after `pool.timeout` seconds.
+    One direct attempt fails at once (or after `connect_timeout` at most).
+
+    Raises:
+        DatabaseUnavailable: naming host, port and database, and the
+            driver's reason with any password removed.
+    """
+    assert config.dsn is not None
+    dsn = config.dsn.get_secret_value()
+    try:
+        conn = await psycopg.AsyncConnection.connect(dsn, **_connection_kwargs(config))
+    except psycopg.Error as exc:
+        error = unavailable(dsn, exc)
+    else:
+        await conn.close()
+        return
+    raise error
+
+
+def _reason(dsn: str, exc: BaseException) -> str:
+    """Return the first line of the driver's message, without the password."""
+    lines = str(exc).strip().splitlines()
+    reason = lines[0] if lines else type(exc).__name__
+    with contextlib.suppress(psycopg.ProgrammingError):
+        password = psycopg.conninfo.conninfo_to_dict(dsn).get("password")
+        if password:
+            reason = reason.replace(str(password), "***")
+    return reason.replace(dsn, "<dsn>")
+
+
 _CONNECTION_ERRORS = (
     psycopg.OperationalError,
     psycopg_pool.PoolTimeout,
     psycopg_pool.PoolClosed,
 )
 
+# SQLSTATEs of a schema that is absent or incomplete: undefined function,
+# table, type or schema.
+_MISSING_SCHEMA_STATES = frozenset({"42883", "42P01", "42704", "3F000"})
+
 
 def unavailable(dsn: str, exc: BaseException) -> DatabaseUnavailable:
     """Wrap a connection failure with the target, without credentials."""
-    reason = type(exc).__name__
     if isinstance(exc, psycopg_pool.PoolTimeout):
         detail = (
             "no pooled connection became free in time; raise pool.max_size or "
             "pool.timeout, or check that the server is up"
         )
     else:
-        detail = "check that the server is running and accepts connections"
+        detail = "check that the server is running and that the dsn is right"
     return DatabaseUnavailable(
-        f"cannot reach PostgreSQL at {describe_dsn(dsn)} ({reason}); {detail}"
+        f"cannot reach PostgreSQL at {describe_dsn(dsn)} "
+        f"({type(exc).__name__}: {_reason(dsn, exc)}); {detail}"
     )
+
+
+def _driver_error(exc: BaseException) -> BaseException:
+    # procrastinate wraps psycopg errors in ConnectorException, as the cause.
+    if isinstance(exc, procrastinate.exceptions.ConnectorException):
+        return exc.__cause__ or exc
+    return exc
 
 
 def is_connection_error(exc: BaseException) -> bool:
     """Tell whether `exc` means the database could not be reached."""
-    if isinstance(exc, _CONNECTION_ERRORS):
-        return True
-    if isinstance(exc, procrastinate.exceptions.ConnectorException):
-        return isinstance(exc.__cause__, _CONNECTION_ERRORS)
-    return False
+    return isinstance(_driver_error(exc), _CONNECTION_ERRORS)
+
+
+def _missing_schema(dsn: str, schema: str) -> SchemaError:
+    return SchemaError(
+        f"the pgjobs schema {schema!r} is not installed in {describe_dsn(dsn)}; "
+        "install it with `await jobs.init_jobs(...)`, `await jobs.migrate()` or "
+        "`pgjobs migrate APP`"
+    )
 
 
 @contextlib.contextmanager
-def translate_errors(dsn: str) -> Iterator[None]:
-    """Raise `DatabaseUnavailable` for connection failures inside the block."""
+def translate_errors(dsn: str, schema: str | None = None) -> Iterator[None]:
+    """Translate driver errors raised inside the block into pgjobs errors.
+
+    Connection failures become `DatabaseUnavailable`; with `schema` given, a
+    missing procrastinate function, table or type becomes `SchemaError`.
+    """
     try:
         yield
     except Exception as exc:
-        if is_connection_error(exc):
-            raise unavailable(dsn, exc) from exc
+        driver_error = _driver_error(exc)
+        if isinstance(driver_error, _CONNECTION_ERRORS):
+            raise unavailable(dsn, driver_error) from exc
+        state = getattr(driver_error, "sqlstate", None)
+        if schema is not None and state in _MISSING_SCHEMA_STATES:
+            raise _missing_schema(dsn, schema) from exc
         raise
 
 

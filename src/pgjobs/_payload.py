@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pydantic
 import pydantic_core
 
-from pgjobs.config import Queue, format_validation_errors
-from pgjobs.errors import PayloadValidationError
+from pgjobs.errors import (
+    PayloadValidationError,
+    describe_location,
+    describe_validation_errors,
+)
 
-# Deeper JSON is rejected before PostgreSQL does it with a generic error.
+if TYPE_CHECKING:
+    from pgjobs.config import Queue
+
+# Deeper JSON is rejected here, with the path, before PostgreSQL or the JSON
+# encoder fail on it with a generic error (or Python hits its recursion limit).
 MAX_DEPTH = 64
 
 
@@ -23,116 +29,177 @@ def _path(parts: tuple[str | int, ...]) -> str:
     )
 
 
-def find_unstorable(value: Any, parts: tuple[str | int, ...] = ()) -> str | None:
-    """Return why `value` cannot be stored in a jsonb column, or None.
+def _string_problem(text: str) -> str | None:
+    if "\x00" in text:
+        return (
+            "contains a NUL character (\\x00), which jsonb cannot store; remove "
+            "it or send the data encoded, e.g. as base64"
+        )
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "contains a lone surrogate, which UTF-8 cannot encode"
+    return None
 
-    PostgreSQL rejects NUL characters in jsonb strings and keys, JSON has no
-    NaN or infinity, and lone UTF-16 surrogates cannot be encoded as UTF-8.
-    """
+
+def _find_problem(
+    value: Any, parts: tuple[str | int, ...] = ()
+) -> tuple[str, str] | None:
+    """Return (path, reason) of the first value jsonb cannot store, or None."""
     if len(parts) > MAX_DEPTH:
-        return f"{_path(parts)} is nested deeper than {MAX_DEPTH} levels"
+        return _path(parts), f"is nested deeper than {MAX_DEPTH} levels"
     if isinstance(value, str):
-        return _check_string(value, f"{_path(parts)}")
+        reason = _string_problem(value)
+        return (_path(parts), reason) if reason else None
     if isinstance(value, float) and not math.isfinite(value):
-        return f"{_path(parts)} is {value!r}; JSON has no NaN or infinity"
+        return _path(parts), f"is {value!r}; JSON has no NaN or infinity"
     if isinstance(value, Mapping):
         for key, item in value.items():
             if not isinstance(key, str):
-                return f"{_path(parts)} has a non-string key {key!r}"
-            problem = _check_string(key, f"key {key!r} in {_path(parts)}")
-            problem = problem or find_unstorable(item, (*parts, key))
+                return _path(parts), f"has a non-string key {key!r}"
+            reason = _string_problem(key)
+            if reason:
+                return _path(parts), f"has a key {key!r} that {reason}"
+            problem = _find_problem(item, (*parts, key))
             if problem:
                 return problem
         return None
     if isinstance(value, list | tuple):
         for index, item in enumerate(value):
-            problem = find_unstorable(item, (*parts, index))
+            problem = _find_problem(item, (*parts, index))
             if problem:
                 return problem
     return None
 
 
-def _check_string(text: str, where: str) -> str | None:
-    if "\x00" in text:
-        return f"{where} contains a NUL character (\\x00), which jsonb cannot store"
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return f"{where} contains a lone surrogate, which UTF-8 cannot encode"
-    return None
+def find_unstorable(value: Any) -> str | None:
+    """Return why `value` cannot be stored in a jsonb column, or None.
+
+    PostgreSQL rejects NUL characters in jsonb strings and keys, JSON has no
+    NaN or infinity, and lone UTF-16 surrogates cannot be encoded as UTF-8.
+    The reason starts with the path of the value, such as `payload.a[2]`.
+    """
+    problem = _find_problem(value)
+    return f"{problem[0]} {problem[1]}" if problem else None
+
+
+def _check_storable(queue_name: str, value: Any) -> None:
+    problem = _find_problem(value)
+    if problem:
+        path, reason = problem
+        raise PayloadValidationError(queue_name, f"{path} {reason}", field=path)
 
 
 def to_json_payload(
-    queue_name: str, definition: Queue[Any], payload: Any, *, max_bytes: int
+    queue_name: str,
+    model: type[pydantic.BaseModel] | None,
+    payload: Any,
+    *,
+    max_bytes: int,
 ) -> dict[str, Any]:
     """Validate `payload` for a queue and return it as a JSON-ready dict.
+
+    With a model, `payload` is an instance of it or a mapping it accepts;
+    the result loads back into an equal model in the handler. Without one,
+    `payload` is any mapping of JSON-serialisable values (or a model).
 
     Raises:
         PayloadValidationError: the payload fails the queue's model, is not a
             JSON object, cannot be stored, or is larger than `max_bytes`.
     """
-    model = definition.payload_model
     if model is not None:
-        data = _validate_model(queue_name, model, payload)
-    elif isinstance(payload, pydantic.BaseModel):
-        data = payload.model_dump(mode="json")
-    elif isinstance(payload, Mapping):
-        data = _plain_json(queue_name, payload)
+        data = _dump_model_payload(queue_name, model, payload)
+    else:
+        data = _dump_plain_payload(queue_name, payload)
+    _check_storable(queue_name, data)
+    _check_size(queue_name, data, max_bytes)
+    return data
+
+
+def _dump_model_payload(
+    queue_name: str, model: type[pydantic.BaseModel], payload: Any
+) -> dict[str, Any]:
+    if isinstance(payload, Mapping):
+        _check_storable(queue_name, payload)
+        instance = _validate(queue_name, model, payload)
+    elif isinstance(payload, model):
+        instance = payload
     else:
         raise PayloadValidationError(
             queue_name,
-            f"expected a JSON object (a dict) or a pydantic model, got "
+            f"expected a {model.__name__} or a mapping, got "
+            f"{type(payload).__name__}; send the queue's own payload model",
+        )
+    data = _dump(queue_name, instance)
+    # The handler receives model_validate(data): check now that it loads, so
+    # a model whose JSON form does not validate fails at send, not in a worker.
+    _validate(queue_name, model, data)
+    return data
+
+
+def _validate(
+    queue_name: str, model: type[pydantic.BaseModel], data: Any
+) -> pydantic.BaseModel:
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as exc:
+        problems = describe_validation_errors(exc, root="payload")
+        locations = [error["loc"] for error in exc.errors()]
+    field = describe_location(locations[0], "payload") if len(locations) == 1 else None
+    raise PayloadValidationError(
+        queue_name,
+        f"does not match {model.__name__}: {'; '.join(problems)}",
+        field=field,
+    )
+
+
+def _dump(queue_name: str, instance: pydantic.BaseModel) -> dict[str, Any]:
+    # by_alias: model_validate reads fields by alias, so the stored form must
+    # use aliases to load back.
+    try:
+        data: dict[str, Any] = instance.model_dump(mode="json", by_alias=True)
+    except (pydantic_core.PydanticSerializationError, ValueError) as exc:
+        message = f"cannot be serialised to JSON: {exc}"
+    else:
+        return data
+    raise PayloadValidationError(queue_name, message)
+
+
+def _dump_plain_payload(queue_name: str, payload: Any) -> dict[str, Any]:
+    if isinstance(payload, pydantic.BaseModel):
+        return _dump(queue_name, payload)
+    if not isinstance(payload, Mapping):
+        raise PayloadValidationError(
+            queue_name,
+            "expected a JSON object (a dict) or a pydantic model, got "
             f"{type(payload).__name__}",
         )
-    problem = find_unstorable(data)
-    if problem:
-        raise PayloadValidationError(queue_name, problem)
-    size = len(json.dumps(data, separators=(",", ":")).encode("utf-8"))
+    # Checked before conversion too, which would recurse without limit into
+    # a self-referencing dict and drop the path of a bad value.
+    _check_storable(queue_name, payload)
+    try:
+        data = pydantic_core.to_jsonable_python(payload)
+    except (pydantic_core.PydanticSerializationError, ValueError) as exc:
+        message = f"cannot be serialised to JSON: {exc}"
+    else:
+        return dict(data)
+    raise PayloadValidationError(queue_name, message)
+
+
+def _check_size(queue_name: str, data: dict[str, Any], max_bytes: int) -> None:
+    try:
+        size = len(pydantic_core.to_json(data))
+    except (pydantic_core.PydanticSerializationError, ValueError) as exc:
+        raise PayloadValidationError(
+            queue_name, f"cannot be serialised to JSON: {exc}"
+        ) from None
     if size > max_bytes:
         raise PayloadValidationError(
             queue_name,
             f"payload is {size} bytes of JSON, over max_payload_bytes "
             f"({max_bytes}); store large data elsewhere and send a reference",
+            field="payload",
         )
-    return data
-
-
-def _validate_model(
-    queue_name: str, model: type[pydantic.BaseModel], payload: Any
-) -> dict[str, Any]:
-    try:
-        if isinstance(payload, model):
-            instance = payload
-        elif isinstance(payload, pydantic.BaseModel):
-            instance = model.model_validate(payload.model_dump())
-        else:
-            instance = model.model_validate(payload)
-        dumped: dict[str, Any] = instance.model_dump(mode="json")
-    except pydantic.ValidationError as exc:
-        details = "; ".join(format_validation_errors(exc))
-        raise PayloadValidationError(
-            queue_name, f"does not match {model.__name__}: {details}"
-        ) from None
-    except pydantic_core.PydanticSerializationError as exc:
-        raise PayloadValidationError(
-            queue_name, f"cannot be serialised to JSON: {exc}"
-        ) from None
-    return dumped
-
-
-def _plain_json(queue_name: str, payload: Mapping[Any, Any]) -> dict[str, Any]:
-    problem = find_unstorable(payload)
-    if problem:
-        raise PayloadValidationError(queue_name, problem)
-    try:
-        data = pydantic_core.to_jsonable_python(payload)
-    except pydantic_core.PydanticSerializationError as exc:
-        raise PayloadValidationError(
-            queue_name, f"cannot be serialised to JSON: {exc}"
-        ) from None
-    if not isinstance(data, dict):
-        raise PayloadValidationError(queue_name, "expected a JSON object")
-    return data
 
 
 def load_payload(definition: Queue[Any], data: Any) -> Any:

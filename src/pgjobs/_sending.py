@@ -1,37 +1,49 @@
-"""Building procrastinate jobs from `send` arguments, and writing them."""
+"""Building procrastinate jobs from `send` arguments, and writing them.
+
+Every argument is checked before anything is written, so an invalid call
+leaves the database untouched.
+"""
 
 from __future__ import annotations
 
 import datetime
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import procrastinate
 import procrastinate.exceptions
 import procrastinate.jobs
+import procrastinate.manager
 import psycopg
+import psycopg.rows
 from psycopg import sql
+from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
 
-from pgjobs import _payload
+from pgjobs import _db, _payload
 from pgjobs.config import MAX_PRIORITY, JobSystemConfig, Queue
 from pgjobs.errors import (
     DuplicateJob,
     PayloadValidationError,
-    PgJobsError,
     QueueNotFound,
+    SendOptionError,
+    UsageError,
 )
 
+# procrastinate's lock and queueing_lock columns are unbounded text; this
+# limit keeps keys readable in messages and indexes small.
 MAX_KEY_CHARS = 255
 MAX_DELAY_SECONDS = 100 * 365 * 86400
+# procrastinate's index covers queued jobs only; pgjobs' own also covers
+# running ones. Either may report a taken singleton key.
 SINGLETON_INDEXES = frozenset(
-    {
-        procrastinate.manager.QUEUEING_LOCK_CONSTRAINT,
-        "pgjobs_singleton_active_idx",
-    }
+    {procrastinate.manager.QUEUEING_LOCK_CONSTRAINT, "pgjobs_singleton_active_idx"}
 )
 
-# Used for a caller's own connection, whose search_path is its own: every
+Delay = float | datetime.timedelta | None
+
+# Used on a caller's own connection, whose search_path is its own: every
 # name is qualified with the schema, and the function's search path is
 # pinned by the schema migration.
 _DEFER_ON_CONNECTION_SQL = sql.SQL(
@@ -40,22 +52,19 @@ _DEFER_ON_CONNECTION_SQL = sql.SQL(
 )
 
 
-__all__ = ["PayloadValidationError", "SendOptionError"]
-
-
-class SendOptionError(PgJobsError, ValueError):
-    """An invalid option passed to `send`."""
-
-
 def resolve_queue(
     config: JobSystemConfig, queue: str | Queue[Any]
 ) -> tuple[str, Queue[Any]]:
-    """Return the name and definition of `queue`, given by name or object."""
+    """Return the name and definition of `queue`, given by name or object.
+
+    Raises:
+        QueueNotFound: the name or definition is not in the config.
+    """
     if isinstance(queue, Queue):
-        name = config.queue_name_of(queue)
-        if name is None:
-            raise QueueNotFound(repr(queue), list(config.queues))
-        return name, queue
+        names = [name for name, known in config.queues.items() if known is queue]
+        if len(names) != 1:
+            raise _unknown_definition(config, names)
+        return names[0], queue
     if not isinstance(queue, str):
         raise QueueNotFound(repr(queue), list(config.queues))
     definition = config.queues.get(queue)
@@ -64,12 +73,29 @@ def resolve_queue(
     return queue, definition
 
 
-def _check_key(option: str, value: str | None) -> str | None:
+def _unknown_definition(config: JobSystemConfig, names: list[str]) -> QueueNotFound:
+    error = QueueNotFound("<definition>", list(config.queues))
+    if names:
+        error.args = (
+            f"this queue definition is configured under several names "
+            f"({', '.join(map(repr, names))}); send by name, or call queue() once "
+            "per queue",
+        )
+    else:
+        error.args = (
+            "this queue definition is not in the config (configured queues: "
+            f"{', '.join(map(repr, sorted(config.queues))) or 'none'}); pass the "
+            "object stored in JobSystemConfig.queues, or send by name",
+        )
+    return error
+
+
+def _check_key(option: str, value: object) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
         raise SendOptionError(
-            f"{option} must be a string, got {type(value).__name__} {value!r}"
+            f"{option} must be a string, got {type(value).__name__} {value!r:.80}"
         )
     if not value or len(value) > MAX_KEY_CHARS:
         raise SendOptionError(
@@ -77,15 +103,52 @@ def _check_key(option: str, value: str | None) -> str | None:
             f"{len(value)}: {value[:40]!r}"
         )
     if "\x00" in value:
-        raise SendOptionError(f"{option} {value!r} contains a NUL character")
+        raise SendOptionError(
+            f"{option} {value!r} contains a NUL character, which PostgreSQL "
+            "text cannot store; remove it"
+        )
     return value
 
 
-def scheduled_time(
-    delay: float | datetime.timedelta | None,
-    run_at: datetime.datetime | None,
-) -> datetime.datetime | None:
-    """Return when the job may start, from `delay` or `run_at`, or None."""
+def _check_priority(priority: object) -> int:
+    if not isinstance(priority, int) or isinstance(priority, bool):
+        raise SendOptionError(
+            f"priority must be an integer, got {type(priority).__name__} "
+            f"{priority!r:.80}"
+        )
+    if not -MAX_PRIORITY <= priority <= MAX_PRIORITY:
+        raise SendOptionError(
+            f"priority {priority} is out of range; use -{MAX_PRIORITY} to "
+            f"{MAX_PRIORITY}"
+        )
+    return priority
+
+
+def _delay_seconds(delay: object) -> float:
+    if isinstance(delay, datetime.timedelta):
+        seconds = delay.total_seconds()
+    elif isinstance(delay, int | float) and not isinstance(delay, bool):
+        seconds = float(delay)
+    else:
+        raise SendOptionError(
+            f"delay must be seconds or a timedelta, got {type(delay).__name__} "
+            f"{delay!r:.80}"
+        )
+    if not math.isfinite(seconds) or not 0 <= seconds <= MAX_DELAY_SECONDS:
+        raise SendOptionError(
+            f"delay must be between 0 and {MAX_DELAY_SECONDS} seconds, got "
+            f"{delay!r}; use run_at for a fixed time"
+        )
+    return seconds
+
+
+def scheduled_time(delay: object, run_at: object) -> datetime.datetime | None:
+    """Return when the job may start, from `delay` or `run_at`, or None.
+
+    Raises:
+        SendOptionError: both are given, `run_at` is naive or not a
+            datetime, or `delay` is negative, not finite or too large.
+    """
     if delay is not None and run_at is not None:
         raise SendOptionError(
             "pass either delay or run_at, not both "
@@ -94,9 +157,9 @@ def scheduled_time(
     if run_at is not None:
         if not isinstance(run_at, datetime.datetime):
             raise SendOptionError(
-                f"run_at must be a datetime, got {type(run_at).__name__} {run_at!r}"
+                f"run_at must be a datetime, got {type(run_at).__name__} {run_at!r:.80}"
             )
-        if run_at.tzinfo is None or run_at.utcoffset() is None:
+        if run_at.utcoffset() is None:
             raise SendOptionError(
                 f"run_at {run_at!r} has no time zone; pass an aware datetime, "
                 "e.g. datetime.now(timezone.utc) + timedelta(minutes=5)"
@@ -104,19 +167,7 @@ def scheduled_time(
         return run_at
     if delay is None:
         return None
-    if isinstance(delay, datetime.timedelta):
-        seconds = delay.total_seconds()
-    elif isinstance(delay, int | float) and not isinstance(delay, bool):
-        seconds = float(delay)
-    else:
-        raise SendOptionError(
-            f"delay must be seconds or a timedelta, got {type(delay).__name__} "
-            f"{delay!r}"
-        )
-    if not math.isfinite(seconds) or seconds < 0 or seconds > MAX_DELAY_SECONDS:
-        raise SendOptionError(
-            f"delay must be between 0 and {MAX_DELAY_SECONDS} seconds, got {delay!r}"
-        )
+    seconds = _delay_seconds(delay)
     if seconds == 0:
         return None
     return datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=seconds)
@@ -127,82 +178,290 @@ def build_job(
     queue: str | Queue[Any],
     payload: Any,
     *,
-    delay: float | datetime.timedelta | None,
+    delay: Delay,
     run_at: datetime.datetime | None,
     priority: int | None,
     singleton_key: str | None,
     lock: str | None,
 ) -> procrastinate.jobs.Job:
-    """Validate every argument of `send` and return the job to write."""
+    """Validate every argument of `send` and return the job to write.
+
+    Raises:
+        QueueNotFound, PayloadValidationError, SendOptionError.
+    """
     name, definition = resolve_queue(config, queue)
-    if priority is None:
-        priority = definition.priority
-    if not isinstance(priority, int) or isinstance(priority, bool):
-        raise SendOptionError(
-            f"priority must be an integer, got {type(priority).__name__} {priority!r}"
-        )
-    if not -MAX_PRIORITY <= priority <= MAX_PRIORITY:
-        raise SendOptionError(
-            f"priority {priority} is out of range; use -{MAX_PRIORITY} to "
-            f"{MAX_PRIORITY}"
-        )
-    data = _payload.to_json_payload(
-        name, definition, payload, max_bytes=config.max_payload_bytes
-    )
     return procrastinate.jobs.Job(
         queue=name,
         task_name=name,
-        task_kwargs={"payload": data},
-        priority=priority,
+        task_kwargs={"payload": _json_payload(config, name, definition, payload)},
+        priority=_check_priority(definition.priority if priority is None else priority),
         lock=_check_key("lock", lock),
         queueing_lock=_check_key("singleton_key", singleton_key),
         scheduled_at=scheduled_time(delay, run_at),
     )
 
 
+def _json_payload(
+    config: JobSystemConfig, name: str, definition: Queue[Any], payload: Any
+) -> dict[str, Any]:
+    return _payload.to_json_payload(
+        name, definition.payload_model, payload, max_bytes=config.max_payload_bytes
+    )
+
+
+def build_jobs(
+    config: JobSystemConfig,
+    queue: str | Queue[Any],
+    payloads: Sequence[Any],
+    *,
+    delay: Delay,
+    run_at: datetime.datetime | None,
+    priority: int | None,
+    singleton_keys: Sequence[str | None] | None,
+    lock: str | None,
+) -> list[procrastinate.jobs.Job]:
+    """Validate the arguments of `send_many` and return the jobs to write.
+
+    Raises:
+        QueueNotFound, SendOptionError, DuplicateJob (a singleton key given
+        twice), and PayloadValidationError naming the index of the payload.
+    """
+    if isinstance(payloads, str | bytes | Mapping) or not isinstance(
+        payloads, Sequence
+    ):
+        raise SendOptionError(
+            "payloads must be a sequence (such as a list) of payloads, got "
+            f"{type(payloads).__name__}"
+        )
+    name, _ = resolve_queue(config, queue)
+    keys = _singleton_keys(name, payloads, singleton_keys)
+    jobs = []
+    for index, (payload, key) in enumerate(zip(payloads, keys, strict=True)):
+        try:
+            job = build_job(
+                config,
+                name,
+                payload,
+                delay=delay,
+                run_at=run_at,
+                priority=priority,
+                singleton_key=key,
+                lock=lock,
+            )
+        except PayloadValidationError as exc:
+            raise _with_index(exc, index) from None
+        jobs.append(job)
+    return jobs
+
+
+def _singleton_keys(
+    queue_name: str,
+    payloads: Sequence[Any],
+    singleton_keys: Sequence[str | None] | None,
+) -> Sequence[str | None]:
+    if singleton_keys is None:
+        return [None] * len(payloads)
+    if isinstance(singleton_keys, str) or len(singleton_keys) != len(payloads):
+        raise SendOptionError(
+            "singleton_keys must be a sequence with one key (or None) per payload: "
+            f"got {singleton_keys!r:.80} for {len(payloads)} payloads"
+        )
+    seen: set[str] = set()
+    for key in singleton_keys:
+        if key is not None and key in seen:
+            raise DuplicateJob(
+                queue_name,
+                key,
+                message=f"singleton key {key!r} is given twice in one send_many "
+                f"call (queue {queue_name!r}); at most one job per key can be "
+                "queued, so drop the repeated payload",
+            )
+        if isinstance(key, str):
+            seen.add(key)
+    return singleton_keys
+
+
+def _with_index(exc: PayloadValidationError, index: int) -> PayloadValidationError:
+    field = exc.field.replace("payload", f"payloads[{index}]", 1) if exc.field else None
+    return PayloadValidationError(
+        exc.queue, f"payloads[{index}]: {exc.detail}", field=field
+    )
+
+
 def duplicate_key(exc: BaseException) -> str | None:
-    """Return the singleton key if `exc` is a singleton-key violation."""
+    """Return the singleton key (or "" if unknown) of a taken-key error, else None."""
     if isinstance(exc, procrastinate.exceptions.AlreadyEnqueued):
         cause = exc.__cause__
         if isinstance(cause, procrastinate.exceptions.UniqueViolation):
             return cause.queueing_lock or ""
         return ""
-    if isinstance(exc, procrastinate.exceptions.UniqueViolation):
-        if exc.constraint_name in SINGLETON_INDEXES:
-            return exc.queueing_lock or ""
-    if isinstance(exc, psycopg.errors.UniqueViolation):
-        if exc.diag.constraint_name in SINGLETON_INDEXES:
-            return ""
+    if (
+        isinstance(exc, procrastinate.exceptions.UniqueViolation)
+        and exc.constraint_name in SINGLETON_INDEXES
+    ):
+        return exc.queueing_lock or ""
+    if (
+        isinstance(exc, psycopg.errors.UniqueViolation)
+        and exc.diag.constraint_name in SINGLETON_INDEXES
+    ):
+        return ""
     return None
 
 
-def duplicate_error(jobs: Sequence[procrastinate.jobs.Job], key: str) -> DuplicateJob:
-    """Build the error for a singleton conflict among `jobs`."""
-    keys = [job.queueing_lock for job in jobs if job.queueing_lock]
-    job = next((job for job in jobs if job.queueing_lock == key), None)
-    if job is None:
-        job = next(job for job in jobs if job.queueing_lock)
-    return DuplicateJob(job.queue, key or (keys[0] if keys else ""))
+def _on_duplicate(
+    jobs: Sequence[procrastinate.jobs.Job],
+    exc: BaseException,
+    raise_on_duplicate: bool,
+) -> list[int]:
+    key = duplicate_key(exc)
+    if key is None:
+        raise exc
+    if raise_on_duplicate or len(jobs) > 1:
+        raise _duplicate_error(jobs, key) from None
+    return []
 
 
-def defer_on_connection_query(schema: str) -> sql.Composed:
-    """Return the insert query for a caller's connection, schema-qualified."""
-    return _DEFER_ON_CONNECTION_SQL.format(schema=sql.Identifier(schema))
+def _duplicate_error(jobs: Sequence[procrastinate.jobs.Job], key: str) -> DuplicateJob:
+    # The index of pgjobs reports no key, so with one keyed job the key is
+    # that job's; among several, the first keyed job stands for the batch.
+    keyed = [job for job in jobs if job.queueing_lock]
+    job = next((job for job in keyed if job.queueing_lock == key), keyed[0])
+    return DuplicateJob(job.queue, key or job.queueing_lock or "")
 
 
-def defer_parameters(jobs: Sequence[procrastinate.jobs.Job]) -> dict[str, Any]:
-    """Return the parameters of the insert query for `jobs`."""
-    return {
-        "jobs": [
-            (
-                job.queue,
-                job.task_name,
-                job.priority,
-                job.lock,
-                job.queueing_lock,
-                Jsonb(job.task_kwargs),
-                job.scheduled_at,
-            )
-            for job in jobs
-        ]
-    }
+async def defer_on_pool(
+    app: procrastinate.App,
+    jobs: list[procrastinate.jobs.Job],
+    *,
+    dsn: str,
+    schema: str,
+    raise_on_duplicate: bool,
+) -> list[int]:
+    """Write `jobs` through the app's pool in one statement; return their ids.
+
+    A taken singleton key returns [] for one job (or raises `DuplicateJob`
+    when asked, and always for several, since nothing was written).
+    """
+    try:
+        with _db.translate_errors(dsn, schema):
+            deferred = await app.job_manager.batch_defer_jobs_async(jobs)
+    except (
+        procrastinate.exceptions.AlreadyEnqueued,
+        procrastinate.exceptions.UniqueViolation,
+    ) as exc:
+        return _on_duplicate(jobs, exc, raise_on_duplicate)
+    return [job.id for job in deferred if job.id is not None]
+
+
+def _defer_statement(
+    jobs: Sequence[procrastinate.jobs.Job], schema: str
+) -> tuple[sql.Composed, dict[str, Any]]:
+    query = _DEFER_ON_CONNECTION_SQL.format(schema=sql.Identifier(schema))
+    rows = [
+        (
+            job.queue,
+            job.task_name,
+            job.priority,
+            job.lock,
+            job.queueing_lock,
+            Jsonb(job.task_kwargs),
+            job.scheduled_at,
+        )
+        for job in jobs
+    ]
+    return query, {"jobs": rows}
+
+
+def _use_savepoint(
+    connection: psycopg.Connection[Any] | psycopg.AsyncConnection[Any],
+) -> bool:
+    """Tell whether the insert must run in a savepoint of the caller's transaction.
+
+    Inside a transaction, a failed insert (a taken singleton key) would
+    abort the caller's whole transaction; a savepoint confines it. Outside
+    one, the single statement is atomic by itself.
+    """
+    status = connection.info.transaction_status
+    if status == TransactionStatus.INERROR:
+        raise UsageError(
+            "the connection passed to send is in a failed transaction; roll it "
+            "back before sending"
+        )
+    return status == TransactionStatus.INTRANS
+
+
+def _check_connection(connection: object, expected: type[Any], method: str) -> None:
+    if not isinstance(connection, expected):
+        other = "send_sync" if method == "send" else "send"
+        raise SendOptionError(
+            f"connection= of {method}() must be a psycopg.{expected.__name__}, got "
+            f"{type(connection).__name__}; use {other}() for the other kind"
+        )
+
+
+async def defer_on_connection(
+    connection: psycopg.AsyncConnection[Any],
+    jobs: list[procrastinate.jobs.Job],
+    *,
+    schema: str,
+    raise_on_duplicate: bool,
+) -> list[int]:
+    """Write `jobs` in the current transaction of the caller's connection.
+
+    The caller commits or rolls back; a taken singleton key leaves the
+    caller's transaction as it was.
+    """
+    _check_connection(connection, psycopg.AsyncConnection, "send")
+    query, params = _defer_statement(jobs, schema)
+    # psycopg's info.dsn leaves out the password.
+    dsn = connection.info.dsn
+    savepoint = _use_savepoint(connection)
+    idle = connection.info.transaction_status == TransactionStatus.IDLE
+    try:
+        with _db.translate_errors(dsn, schema):
+            async with connection.cursor(row_factory=psycopg.rows.tuple_row) as cur:
+                if savepoint:
+                    async with connection.transaction():
+                        await cur.execute(query, params)
+                else:
+                    await cur.execute(query, params)
+                rows = await cur.fetchall()
+    except psycopg.errors.UniqueViolation as exc:
+        if idle and not connection.autocommit:
+            # The insert opened the transaction and failed in it: roll back
+            # to the idle state the caller left.
+            await connection.rollback()
+        return _on_duplicate(jobs, exc, raise_on_duplicate)
+    return [row[0] for row in rows]
+
+
+def defer_on_sync_connection(
+    connection: psycopg.Connection[Any],
+    jobs: list[procrastinate.jobs.Job],
+    *,
+    schema: str,
+    raise_on_duplicate: bool,
+) -> list[int]:
+    """Sync twin of `defer_on_connection`, for a `psycopg.Connection`."""
+    _check_connection(connection, psycopg.Connection, "send_sync")
+    query, params = _defer_statement(jobs, schema)
+    # psycopg's info.dsn leaves out the password.
+    dsn = connection.info.dsn
+    savepoint = _use_savepoint(connection)
+    idle = connection.info.transaction_status == TransactionStatus.IDLE
+    try:
+        with (
+            _db.translate_errors(dsn, schema),
+            connection.cursor(row_factory=psycopg.rows.tuple_row) as cur,
+        ):
+            if savepoint:
+                with connection.transaction():
+                    cur.execute(query, params)
+            else:
+                cur.execute(query, params)
+            rows = cur.fetchall()
+    except psycopg.errors.UniqueViolation as exc:
+        if idle and not connection.autocommit:
+            connection.rollback()
+        return _on_duplicate(jobs, exc, raise_on_duplicate)
+    return [row[0] for row in rows]

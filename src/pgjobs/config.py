@@ -1,20 +1,23 @@
 """Configuration models: the job system, its queues, schedules, pool and workers.
 
-Everything is validated when `create_job_system` builds the config, so a typo
-fails at start-up with every problem listed, not on the first job.
+Everything is validated when the config is built (by `create_job_system` or
+`JobSystemConfig(...)`), so a typo fails at start-up with every problem
+listed, not on the first job. Building a config does no I/O.
 """
 
 from __future__ import annotations
 
+import datetime
 import os
 import re
 import zoneinfo
 from collections.abc import Callable, Mapping
-from typing import Any, Generic, TypeVar, overload
+from typing import Annotated, Any, Generic, TypeVar, overload
 
 import croniter
 import psycopg.conninfo
 from pydantic import (
+    AfterValidator,
     AliasChoices,
     BaseModel,
     ConfigDict,
@@ -25,18 +28,44 @@ from pydantic import (
     model_validator,
 )
 
-from pgjobs.errors import ConfigError
+from pgjobs import _payload
+from pgjobs.errors import (
+    ConfigError,
+    PayloadValidationError,
+    describe_validation_errors,
+)
 
 DSN_ENV_VAR = "DATABASE_URL"
+"""Environment variable read for the dsn when the config gives none."""
+
+# procrastinate stores queue and task names in varchar(128) columns.
 QUEUE_NAME_PATTERN = r"^[A-Za-z0-9_.\-]{1,128}$"
+# Lowercase only: the schema also goes unquoted into the connection's
+# search_path option, where PostgreSQL would fold capitals to lowercase.
 SCHEMA_NAME_PATTERN = r"^[a-z_][a-z0-9_]{0,62}$"
 MAX_PRIORITY = 2**31 - 1
+DEFAULT_MAX_PAYLOAD_BYTES = 1_000_000
 
 PayloadT = TypeVar("PayloadT")
+ModelT = TypeVar("ModelT", bound=BaseModel)
 OnFailed = Callable[..., Any]
 OnError = Callable[[BaseException], Any]
 
-_FROZEN = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+_FROZEN = ConfigDict(
+    frozen=True, extra="forbid", arbitrary_types_allowed=True, allow_inf_nan=False
+)
+
+
+def _check_name(value: str) -> str:
+    if not re.fullmatch(QUEUE_NAME_PATTERN, value):
+        raise ValueError(
+            f"name {value!r} is invalid: use 1 to 128 letters, digits, '-', '_' or '.'"
+        )
+    return value
+
+
+Name = Annotated[str, AfterValidator(_check_name)]
+"""A queue or schedule name: 1 to 128 letters, digits, '-', '_' or '.'."""
 
 
 class Queue(BaseModel, Generic[PayloadT]):
@@ -60,28 +89,10 @@ class Queue(BaseModel, Generic[PayloadT]):
     on_failed: OnFailed | None = None
     max_worker_losses: int = Field(default=3, ge=1, le=1000)
 
-    @field_validator("payload_model")
-    @classmethod
-    def _check_model(cls, value: Any) -> Any:
-        if value is not None and not (
-            isinstance(value, type) and issubclass(value, BaseModel)
-        ):
-            raise ValueError(
-                f"must be a pydantic BaseModel subclass or None, got {value!r}"
-            )
-        return value
-
-    @field_validator("on_failed")
-    @classmethod
-    def _check_on_failed(cls, value: Any) -> Any:
-        if value is not None and not callable(value):
-            raise ValueError(f"must be callable, got {value!r}")
-        return value
-
 
 @overload
 def queue(
-    payload_model: type[PayloadT],
+    payload_model: type[ModelT],
     *,
     retry_limit: int = ...,
     retry_delay: float = ...,
@@ -92,7 +103,7 @@ def queue(
     priority: int = ...,
     on_failed: OnFailed | None = ...,
     max_worker_losses: int = ...,
-) -> Queue[PayloadT]: ...
+) -> Queue[ModelT]: ...
 
 
 @overload
@@ -138,7 +149,8 @@ def queue(payload_model: Any = None, **options: Any) -> Queue[Any]:
     try:
         return Queue[Any](payload_model=payload_model, **options)
     except ValidationError as exc:
-        raise ConfigError(format_validation_errors(exc)) from None
+        problems = describe_validation_errors(exc, root="queue")
+    raise ConfigError(problems)
 
 
 def split_cron(cron: str) -> tuple[str, bool]:
@@ -147,10 +159,14 @@ def split_cron(cron: str) -> tuple[str, bool]:
     Five fields are standard cron. Six fields put seconds first, as pg-boss
     and the cron-parser package read them: `*/10 * * * * *` is every ten
     seconds.
+
+    Raises:
+        ValueError: the expression has neither 5 nor 6 fields.
     """
-    fields = cron.split()
-    if cron.strip().startswith("@"):
-        return cron.strip(), False
+    text = cron.strip()
+    if text.startswith("@"):
+        return text, False
+    fields = text.split()
     if len(fields) not in (5, 6):
         raise ValueError(
             f"cron {cron!r} has {len(fields)} fields; write 5 fields "
@@ -160,11 +176,15 @@ def split_cron(cron: str) -> tuple[str, bool]:
 
 
 class Schedule(BaseModel):
-    """A cron schedule that sends one job to a queue at each tick."""
+    """A cron schedule that sends one job to a queue at each tick.
+
+    `cron` has 5 fields, or 6 with seconds first; it is read in `timezone`
+    (an IANA name), so a 03:00 job stays at 03:00 across DST changes.
+    """
 
     model_config = _FROZEN
 
-    queue: str = Field(pattern=QUEUE_NAME_PATTERN)
+    queue: Name
     cron: str
     payload: dict[str, Any] | BaseModel | None = None
     timezone: str = "UTC"
@@ -180,6 +200,15 @@ class Schedule(BaseModel):
                 f"cron {value!r} is not a valid cron expression; "
                 "example: '0 3 * * *' for 03:00 every day"
             )
+        start = datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC)
+        try:
+            croniter.croniter(
+                expression, start, second_at_beginning=seconds_first
+            ).get_next()
+        except croniter.CroniterBadDateError:
+            raise ValueError(
+                f"cron {value!r} never fires (no such date, as February 30)"
+            ) from None
         return value
 
     @field_validator("timezone")
@@ -251,101 +280,110 @@ def _dsn_from_environment() -> SecretStr | None:
     return SecretStr(value) if value else None
 
 
+def _check_dsn(value: SecretStr) -> SecretStr:
+    # Messages quote no part of the dsn except a port: the rest may hold a
+    # password, and so may the parser's own error message.
+    text = value.get_secret_value()
+    if not text.strip():
+        raise ValueError(
+            f"is empty; pass a connection string or set {DSN_ENV_VAR}, e.g. "
+            "'postgresql://user@localhost:5432/dbname'"
+        )
+    try:
+        params = psycopg.conninfo.conninfo_to_dict(text)
+    except psycopg.ProgrammingError:
+        raise ValueError(
+            "is not a valid PostgreSQL connection string; use "
+            "'postgresql://user@host:5432/dbname' or 'host=... dbname=...'"
+        ) from None
+    for port in str(params.get("port") or "").split(","):
+        if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+            raise ValueError(f"port {port!r} is not a TCP port (1 to 65535)")
+    return value
+
+
 class JobSystemConfig(BaseModel):
-    """Configuration of a job system; `create_job_system` validates it."""
+    """Configuration of a job system.
+
+    Building one validates every field and the references between them
+    (a schedule's queue, its payload); `ConfigError` lists every problem at
+    once. Also accepted by `create_job_system` as a plain mapping. `dsn`
+    defaults to the `DATABASE_URL` environment variable, read when the
+    config is built; it is kept as a `SecretStr` and never shown in errors.
+    """
 
     model_config = ConfigDict(
         frozen=True,
         extra="forbid",
         arbitrary_types_allowed=True,
+        allow_inf_nan=False,
         populate_by_name=True,
     )
 
     dsn: SecretStr | None = Field(default_factory=_dsn_from_environment)
     schema_name: str = Field(
-        default="pgjobs",
-        pattern=SCHEMA_NAME_PATTERN,
-        validation_alias=AliasChoices("schema", "schema_name"),
+        default="pgjobs", validation_alias=AliasChoices("schema", "schema_name")
     )
-    queues: dict[str, Queue[Any]] = Field(default_factory=dict)
-    schedules: dict[str, Schedule] = Field(default_factory=dict)
+    queues: dict[Name, Queue[Any]] = Field(default_factory=dict)
+    schedules: dict[Name, Schedule] = Field(default_factory=dict)
     clean_orphans: bool = True
     pool: PoolConfig = Field(default_factory=PoolConfig)
     worker: WorkerConfig = Field(default_factory=WorkerConfig)
     on_error: OnError | None = None
-    max_payload_bytes: int = Field(default=1_000_000, ge=2, le=256 * 1024 * 1024)
+    max_payload_bytes: int = Field(
+        default=DEFAULT_MAX_PAYLOAD_BYTES, ge=2, le=256 * 1024 * 1024
+    )
 
     def __init__(self, **data: Any) -> None:
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            raise ConfigError(format_validation_errors(exc)) from None
+            field_problems = describe_validation_errors(exc)
+        else:
+            field_problems = []
+        # pydantic skips checks across fields once a field fails, so they
+        # run here, on the raw input when validation failed, and one call
+        # reports every problem.
+        if field_problems:
+            problems = field_problems + _reference_problems(
+                data.get("queues"),
+                data.get("schedules"),
+                has_dsn=data.get("dsn") is not None or _has_environment_dsn(),
+                max_payload_bytes=data.get("max_payload_bytes"),
+            )
+        else:
+            problems = _reference_problems(
+                self.queues,
+                self.schedules,
+                has_dsn=self.dsn is not None,
+                max_payload_bytes=self.max_payload_bytes,
+            )
+        if problems:
+            raise ConfigError(problems)
+
+    @field_validator("dsn", mode="before")
+    @classmethod
+    def _default_dsn(cls, value: Any) -> Any:
+        return _dsn_from_environment() if value is None else value
 
     @field_validator("dsn")
     @classmethod
-    def _check_dsn(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is None:
-            return None
-        try:
-            psycopg.conninfo.conninfo_to_dict(value.get_secret_value())
-        except psycopg.ProgrammingError:
-            # The message is not echoed: it may quote the password.
-            raise ValueError(
-                "is not a valid PostgreSQL connection string; use "
-                "'postgresql://user@host:5432/dbname' or 'host=... dbname=...'"
-            ) from None
-        return value
+    def _validate_dsn(cls, value: SecretStr | None) -> SecretStr | None:
+        return None if value is None else _check_dsn(value)
 
     @field_validator("schema_name")
     @classmethod
     def _check_schema(cls, value: str) -> str:
-        if value.startswith("pg_"):
-            raise ValueError(f"schema {value!r} is reserved: names starting pg_ are")
-        return value
-
-    @field_validator("queues")
-    @classmethod
-    def _check_queue_names(cls, value: dict[str, Queue[Any]]) -> dict[str, Queue[Any]]:
-        bad = [name for name in value if not re.fullmatch(QUEUE_NAME_PATTERN, name)]
-        if bad:
+        if not re.fullmatch(SCHEMA_NAME_PATTERN, value):
             raise ValueError(
-                f"invalid queue names {bad!r}: use 1 to 128 letters, digits, "
-                "'-', '_' or '.'"
+                f"schema {value!r} is not a valid schema name: use 1 to 63 "
+                "lowercase letters, digits or '_', not starting with a digit"
+            )
+        if value.startswith("pg_") or value == "information_schema":
+            raise ValueError(
+                f"schema {value!r} is reserved by PostgreSQL; choose another name"
             )
         return value
-
-    @field_validator("on_error")
-    @classmethod
-    def _check_on_error(cls, value: Any) -> Any:
-        if value is not None and not callable(value):
-            raise ValueError(f"must be callable, got {value!r}")
-        return value
-
-    @model_validator(mode="after")
-    def _check_references(self) -> JobSystemConfig:
-        problems: list[str] = []
-        if self.dsn is None:
-            problems.append(
-                f"dsn is missing: pass dsn= or set the {DSN_ENV_VAR} "
-                "environment variable"
-            )
-        for name, schedule in self.schedules.items():
-            if not re.fullmatch(QUEUE_NAME_PATTERN, name):
-                problems.append(
-                    f"schedule name {name!r} is invalid: use 1 to 128 letters, "
-                    "digits, '-', '_' or '.'"
-                )
-            definition = self.queues.get(schedule.queue)
-            if definition is None:
-                problems.append(
-                    f"schedule {name!r} targets queue {schedule.queue!r}, which is "
-                    "not configured; add the queue or fix the name"
-                )
-                continue
-            problems.extend(_check_schedule_payload(name, schedule, definition))
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
 
     def queue_name_of(self, definition: Queue[Any]) -> str | None:
         """Return the name under which `definition` is configured, if any."""
@@ -355,44 +393,73 @@ class JobSystemConfig(BaseModel):
         return None
 
 
-def _check_schedule_payload(
-    name: str, schedule: Schedule, definition: Queue[Any]
+def _has_environment_dsn() -> bool:
+    return _dsn_from_environment() is not None
+
+
+def _reference_problems(
+    queues: Any,
+    schedules: Any,
+    *,
+    has_dsn: bool,
+    max_payload_bytes: Any,
 ) -> list[str]:
-    model = definition.payload_model
-    payload = schedule.payload
-    if model is None or isinstance(payload, model):
-        return []
-    try:
-        model.model_validate(
-            payload.model_dump() if isinstance(payload, BaseModel) else payload or {}
-        )
-    except ValidationError as exc:
-        return [
-            f"schedule {name!r}: payload does not match {model.__name__}: "
-            + "; ".join(format_validation_errors(exc))
-        ]
-    return []
+    """Check what spans fields: the dsn's presence and each schedule's target.
 
-
-def _describe_location(location: tuple[int | str, ...]) -> str:
-    return ".".join(str(part) for part in location) or "config"
-
-
-def format_validation_errors(exc: ValidationError) -> list[str]:
-    """Turn a pydantic error into one line per problem, with the bad value.
-
-    A value under `dsn` is never shown, since it may contain a password.
+    Works on validated values and on raw input alike, skipping what the
+    field checks already report (a schedule naming an invalid queue name).
     """
-    problems = []
-    for error in exc.errors():
-        location = error["loc"]
-        where = _describe_location(location)
-        message = error["msg"].removeprefix("Value error, ")
-        if (location and location[0] == "dsn") or error["type"] == "value_error":
-            problems.append(f"{where}: {message}")
+    problems: list[str] = []
+    if not has_dsn:
+        problems.append(
+            f"dsn: missing; pass dsn= or set the {DSN_ENV_VAR} environment variable"
+        )
+    if not isinstance(queues, Mapping) or not isinstance(schedules, Mapping):
+        return problems
+    if not isinstance(max_payload_bytes, int):
+        max_payload_bytes = DEFAULT_MAX_PAYLOAD_BYTES
+    for name, schedule in schedules.items():
+        target = _schedule_field(schedule, "queue")
+        if not isinstance(target, str) or not re.fullmatch(QUEUE_NAME_PATTERN, target):
             continue
-        problems.append(f"{where}: {message} (got {error['input']!r:.200})")
+        definition = queues.get(target)
+        if definition is None:
+            configured = ", ".join(repr(key) for key in sorted(queues)) or "none"
+            problems.append(
+                f"schedules.{name}.queue: queue {target!r} is not configured "
+                f"(configured queues: {configured}); add the queue or fix the name"
+            )
+            continue
+        payload = _schedule_field(schedule, "payload")
+        if isinstance(definition, Queue) and isinstance(
+            payload, Mapping | BaseModel | None
+        ):
+            problem = _schedule_payload_problem(
+                target, definition, payload, max_payload_bytes
+            )
+            if problem:
+                problems.append(f"schedules.{name}.payload: {problem}")
     return problems
+
+
+def _schedule_field(schedule: Any, field: str) -> Any:
+    if isinstance(schedule, Schedule):
+        return getattr(schedule, field)
+    if isinstance(schedule, Mapping):
+        return schedule.get(field)
+    return None
+
+
+def _schedule_payload_problem(
+    queue_name: str, definition: Queue[Any], payload: Any, max_bytes: int
+) -> str | None:
+    try:
+        _payload.to_json_payload(
+            queue_name, definition.payload_model, payload or {}, max_bytes=max_bytes
+        )
+    except PayloadValidationError as exc:
+        return str(exc)
+    return None
 
 
 def build_config(config: JobSystemConfig | Mapping[str, Any]) -> JobSystemConfig:
@@ -410,7 +477,7 @@ def build_config(config: JobSystemConfig | Mapping[str, Any]) -> JobSystemConfig
                 f"got {type(config).__name__}"
             ]
         )
-    try:
-        return JobSystemConfig.model_validate(dict(config))
-    except ValidationError as exc:
-        raise ConfigError(format_validation_errors(exc)) from None
+    bad_keys = [key for key in config if not isinstance(key, str)]
+    if bad_keys:
+        raise ConfigError([f"config keys must be strings, got {bad_keys!r:.200}"])
+    return JobSystemConfig(**config)

@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import logging
-import threading
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import procrastinate
-import procrastinate.exceptions
 import procrastinate.jobs
 import psycopg
 import psycopg_pool
 
-from pgjobs import _db, _sending, bootstrap
-from pgjobs._loop import LoopThread
+from pgjobs import _db, _loop, _sending, bootstrap
+from pgjobs._sending import Delay
 from pgjobs.config import JobSystemConfig, Queue, build_config
-from pgjobs.errors import DatabaseUnavailable, UsageError
+from pgjobs.errors import UsageError
 from pgjobs.types import Handler
 
 if TYPE_CHECKING:
@@ -29,7 +28,6 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 P = TypeVar("P")
-Delay = float | datetime.timedelta | None
 
 
 class JobSystem:
@@ -42,15 +40,13 @@ class JobSystem:
     """
 
     def __init__(self, config: JobSystemConfig) -> None:
+        if config.dsn is None:
+            raise UsageError("JobSystem needs a config with a dsn")
         self.config = config
-        assert config.dsn is not None
         self._dsn = config.dsn.get_secret_value()
         self.app = procrastinate.App(connector=procrastinate.PsycopgConnector())
         self._pool: psycopg_pool.AsyncConnectionPool | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._starting: asyncio.Future[None] | None = None
-        self._lock = threading.Lock()
-        self._loop_thread: LoopThread | None = None
+        self._owner = _loop.LoopOwner(self._start, self._forget_loop)
         self._handlers: dict[str, Handler] = {}
         self._setup = bootstrap.Setup(self)
         self._dashboard: Dashboard | None = None
@@ -95,96 +91,41 @@ class JobSystem:
             )
 
     async def _start(self) -> None:
+        await _db.check_reachable(self.config)
         pool = _db.create_pool(self.config)
-        target = _db.describe_dsn(self._dsn)
         try:
             await pool.open(wait=True, timeout=self.config.pool.connect_timeout)
-            async with pool.connection() as conn:
-                await conn.execute("SELECT 1")
-        except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+            await self.app.open_async(pool)
+        except BaseException as exc:
             await pool.close()
-            raise DatabaseUnavailable(
-                f"cannot connect to PostgreSQL at {target} within "
-                f"{self.config.pool.connect_timeout:g} s ({type(exc).__name__}); "
-                "check that the server is running and the dsn is right"
-            ) from None
-        await self.app.open_async(pool)
+            if isinstance(exc, psycopg.Error | psycopg_pool.PoolTimeout):
+                raise _db.unavailable(self._dsn, exc) from None
+            raise
         self._pool = pool
         logger.info(
             "Connected to PostgreSQL at %s (schema %s)",
-            target,
+            _db.describe_dsn(self._dsn),
             self.config.schema_name,
             extra={"action": "start"},
         )
 
-    async def _ensure_started(self) -> None:
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            if self._loop is not None and self._loop.is_closed():
-                self._forget_loop()
-            if self._loop is None:
-                self._loop = loop
-            owner = self._loop
-            if owner is loop and self._starting is None:
-                self._starting = loop.create_task(self._start(), name="pgjobs-start")
-            starting = self._starting
-        if owner is not loop:
-            await self._bridge(owner, self._ensure_started)
-            return
-        assert starting is not None
-        try:
-            await asyncio.shield(starting)
-        except BaseException:
-            with self._lock:
-                if self._starting is starting and starting.done():
-                    self._starting = None
-                    self._loop = None
-            raise
-
     def _forget_loop(self) -> None:
         # The loop that owned the pool was closed (asyncio.run returned), so
         # the pool went with it; the next call starts afresh on its own loop.
-        self._loop = None
-        self._starting = None
         self._pool = None
         self._setup.forget()
 
-    @staticmethod
-    async def _bridge(
-        owner: asyncio.AbstractEventLoop,
-        make: Callable[[], Coroutine[Any, Any, T]],
-    ) -> T:
-        future = asyncio.run_coroutine_threadsafe(make(), owner)
-        return await asyncio.wrap_future(future)
-
     async def _run(self, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
         """Run `make()` on the loop that owns the pool, starting it if needed."""
-        await self._ensure_started()
-        owner = self._loop
-        if owner is None or owner is asyncio.get_running_loop():
-            return await make()
-        return await self._bridge(owner, make)
+        return await self._owner.run(make)
 
     def _run_sync(self, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
-        """Run `make()` from sync code: on the owning loop, or on a thread."""
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            pass
-        else:
-            raise UsageError(
-                "a sync method of the job system was called from a running event "
-                "loop, where it would block; use the async method with await"
-            )
-        with self._lock:
-            owner = self._loop
-            if owner is not None and owner.is_closed():
-                owner = None
-            if owner is None:
-                if self._loop_thread is None or self._loop_thread.loop.is_closed():
-                    self._loop_thread = LoopThread("pgjobs-loop")
-                owner = self._loop_thread.loop
-        return asyncio.run_coroutine_threadsafe(self._run(make), owner).result()
+        """Run `make()` from sync code on the loop that owns the pool.
+
+        Raises:
+            UsageError: called from a running event loop.
+        """
+        return self._owner.run_sync(make)
 
     async def get_app(self) -> procrastinate.App:
         """Start the system if needed and return its open procrastinate app."""
@@ -193,40 +134,10 @@ class JobSystem:
 
     # -- sending ----------------------------------------------------------
 
-    @overload
     async def send(
         self,
-        queue: Queue[P],
+        queue: Queue[P] | str,
         payload: P | Mapping[str, Any],
-        *,
-        delay: Delay = None,
-        run_at: datetime.datetime | None = None,
-        priority: int | None = None,
-        singleton_key: str | None = None,
-        lock: str | None = None,
-        connection: psycopg.AsyncConnection[Any] | None = None,
-        raise_on_duplicate: bool = False,
-    ) -> int | None: ...
-
-    @overload
-    async def send(
-        self,
-        queue: str,
-        payload: Any,
-        *,
-        delay: Delay = None,
-        run_at: datetime.datetime | None = None,
-        priority: int | None = None,
-        singleton_key: str | None = None,
-        lock: str | None = None,
-        connection: psycopg.AsyncConnection[Any] | None = None,
-        raise_on_duplicate: bool = False,
-    ) -> int | None: ...
-
-    async def send(
-        self,
-        queue: str | Queue[Any],
-        payload: Any,
         *,
         delay: Delay = None,
         run_at: datetime.datetime | None = None,
@@ -238,9 +149,12 @@ class JobSystem:
     ) -> int | None:
         """Validate a payload and enqueue one job; return its id.
 
+        Every argument is checked before anything is written. Without
+        `connection`, the first call starts the system.
+
         Args:
             queue: the queue's name or its definition object.
-            payload: a model instance or a mapping the queue's model accepts.
+            payload: an instance of the queue's model or a mapping it accepts.
             delay: seconds (or a timedelta) before the job may start.
             run_at: aware datetime before which the job does not start.
             priority: overrides the queue's priority; higher runs first.
@@ -256,8 +170,13 @@ class JobSystem:
             The job id, or None when the singleton key is taken.
 
         Raises:
-            QueueNotFound, PayloadValidationError, SendOptionError,
-            DuplicateJob, DatabaseUnavailable.
+            QueueNotFound: the queue is not configured.
+            PayloadValidationError: the payload fails the model or cannot be
+                stored; the message names the field.
+            SendOptionError: an invalid option, such as a naive `run_at`.
+            DuplicateJob: the key is taken and `raise_on_duplicate` is true.
+            DatabaseUnavailable: the database cannot be reached.
+            SchemaError: the schema is not installed.
         """
         job = _sending.build_job(
             self.config,
@@ -274,8 +193,8 @@ class JobSystem:
 
     def send_sync(
         self,
-        queue: str | Queue[Any],
-        payload: Any,
+        queue: Queue[P] | str,
+        payload: P | Mapping[str, Any],
         *,
         delay: Delay = None,
         run_at: datetime.datetime | None = None,
@@ -285,7 +204,14 @@ class JobSystem:
         connection: psycopg.Connection[Any] | None = None,
         raise_on_duplicate: bool = False,
     ) -> int | None:
-        """Enqueue one job from sync code; see `send` for the arguments."""
+        """Enqueue one job from sync code; see `send` for the arguments.
+
+        Safe to call from any thread. `connection` is a sync
+        `psycopg.Connection`.
+
+        Raises:
+            UsageError: called from a running event loop; use `send` there.
+        """
         job = _sending.build_job(
             self.config,
             queue,
@@ -296,81 +222,77 @@ class JobSystem:
             singleton_key=singleton_key,
             lock=lock,
         )
-        if connection is not None:
-            ids = self._defer_on_sync_connection([job], connection, raise_on_duplicate)
-        else:
-            ids = self._run_sync(lambda: self._defer_on_pool([job], raise_on_duplicate))
+        ids = self._defer_sync([job], connection, raise_on_duplicate)
         return ids[0] if ids else None
 
     async def send_many(
         self,
-        queue: str | Queue[Any],
-        payloads: Sequence[Any],
+        queue: Queue[P] | str,
+        payloads: Sequence[P | Mapping[str, Any]],
         *,
         delay: Delay = None,
         run_at: datetime.datetime | None = None,
         priority: int | None = None,
+        singleton_keys: Sequence[str | None] | None = None,
+        lock: str | None = None,
         connection: psycopg.AsyncConnection[Any] | None = None,
     ) -> list[int]:
-        """Validate every payload, then enqueue all in one round trip.
+        """Validate every payload, then enqueue all in one statement.
 
-        Either every job is written or none is: one invalid payload raises
-        `PayloadValidationError` naming its index before anything is sent.
+        Either every job is written or none is. `singleton_keys`, when given,
+        holds one key (or None) per payload.
+
+        Returns:
+            The job ids, in the order of `payloads`.
+
+        Raises:
+            PayloadValidationError: a payload is invalid; the message names
+                its index, and nothing is written.
+            DuplicateJob: a key is repeated in the call or already taken;
+                nothing is written.
+            QueueNotFound, SendOptionError, DatabaseUnavailable, SchemaError:
+                as for `send`.
         """
-        jobs = self._build_many(queue, payloads, delay, run_at, priority)
+        jobs = _sending.build_jobs(
+            self.config,
+            queue,
+            payloads,
+            delay=delay,
+            run_at=run_at,
+            priority=priority,
+            singleton_keys=singleton_keys,
+            lock=lock,
+        )
         if not jobs:
             return []
         return await self._defer(jobs, connection, True)
 
     def send_many_sync(
         self,
-        queue: str | Queue[Any],
-        payloads: Sequence[Any],
+        queue: Queue[P] | str,
+        payloads: Sequence[P | Mapping[str, Any]],
         *,
         delay: Delay = None,
         run_at: datetime.datetime | None = None,
         priority: int | None = None,
+        singleton_keys: Sequence[str | None] | None = None,
+        lock: str | None = None,
         connection: psycopg.Connection[Any] | None = None,
     ) -> list[int]:
         """Enqueue many jobs from sync code; see `send_many`."""
-        jobs = self._build_many(queue, payloads, delay, run_at, priority)
+        jobs = _sending.build_jobs(
+            self.config,
+            queue,
+            payloads,
+            delay=delay,
+            run_at=run_at,
+            priority=priority,
+            singleton_keys=singleton_keys,
+            lock=lock,
+        )
         if not jobs:
             return []
-        if connection is not None:
-            return self._defer_on_sync_connection(jobs, connection, True)
-        return self._run_sync(lambda: self._defer_on_pool(jobs, True))
-
-    def _build_many(
-        self,
-        queue: str | Queue[Any],
-        payloads: Sequence[Any],
-        delay: Delay,
-        run_at: datetime.datetime | None,
-        priority: int | None,
-    ) -> list[procrastinate.jobs.Job]:
-        if isinstance(payloads, str | bytes | Mapping) or not isinstance(
-            payloads, Sequence
-        ):
-            raise _sending.SendOptionError(
-                f"payloads must be a list of payloads, got {type(payloads).__name__}"
-            )
-        jobs = []
-        for index, payload in enumerate(payloads):
-            try:
-                job = _sending.build_job(
-                    self.config,
-                    queue,
-                    payload,
-                    delay=delay,
-                    run_at=run_at,
-                    priority=priority,
-                    singleton_key=None,
-                    lock=None,
-                )
-            except _sending.PayloadValidationError as exc:
-                raise type(exc)(exc.queue, f"payloads[{index}]: {exc}") from None
-            jobs.append(job)
-        return jobs
+        return self._defer_sync(jobs, connection, True)
 
     async def _defer(
         self,
@@ -378,47 +300,40 @@ class JobSystem:
         connection: psycopg.AsyncConnection[Any] | None,
         raise_on_duplicate: bool,
     ) -> list[int]:
-        if connection is None:
-            return await self._run(
-                lambda: self._defer_on_pool(jobs, raise_on_duplicate)
+        if connection is not None:
+            return await _sending.defer_on_connection(
+                connection,
+                jobs,
+                schema=self.config.schema_name,
+                raise_on_duplicate=raise_on_duplicate,
             )
-        query = _sending.defer_on_connection_query(self.config.schema_name)
-        try:
-            with _db.translate_errors(self._dsn):
-                async with connection.cursor() as cursor:
-                    await cursor.execute(query, _sending.defer_parameters(jobs))
-                    rows = await cursor.fetchall()
-        except psycopg.errors.UniqueViolation as exc:
-            return _on_duplicate(jobs, exc, raise_on_duplicate)
-        return [row[0] for row in rows]
+        return await self._run(lambda: self._defer_on_pool(jobs, raise_on_duplicate))
 
-    def _defer_on_sync_connection(
+    def _defer_sync(
         self,
         jobs: list[procrastinate.jobs.Job],
-        connection: psycopg.Connection[Any],
+        connection: psycopg.Connection[Any] | None,
         raise_on_duplicate: bool,
     ) -> list[int]:
-        query = _sending.defer_on_connection_query(self.config.schema_name)
-        try:
-            with _db.translate_errors(self._dsn), connection.cursor() as cursor:
-                cursor.execute(query, _sending.defer_parameters(jobs))
-                rows = cursor.fetchall()
-        except psycopg.errors.UniqueViolation as exc:
-            return _on_duplicate(jobs, exc, raise_on_duplicate)
-        return [row[0] for row in rows]
+        if connection is not None:
+            return _sending.defer_on_sync_connection(
+                connection,
+                jobs,
+                schema=self.config.schema_name,
+                raise_on_duplicate=raise_on_duplicate,
+            )
+        return self._run_sync(lambda: self._defer_on_pool(jobs, raise_on_duplicate))
 
     async def _defer_on_pool(
         self, jobs: list[procrastinate.jobs.Job], raise_on_duplicate: bool
     ) -> list[int]:
-        try:
-            with _db.translate_errors(self._dsn):
-                deferred = await self.app.job_manager.batch_defer_jobs_async(jobs)
-        except (
-            procrastinate.exceptions.AlreadyEnqueued,
-            procrastinate.exceptions.UniqueViolation,
-        ) as exc:
-            return _on_duplicate(jobs, exc, raise_on_duplicate)
-        return [job.id for job in deferred if job.id is not None]
+        return await _sending.defer_on_pool(
+            self.app,
+            jobs,
+            dsn=self._dsn,
+            schema=self.config.schema_name,
+            raise_on_duplicate=raise_on_duplicate,
+        )
 
     # -- handlers, workers, schema ----------------------------------------
 
@@ -515,40 +430,45 @@ class JobSystem:
         and put back to be retried. Every final status is written before the
         pool closes.
         """
-        owner = self._loop
+        owner = self._owner.loop
         if owner is not None and not owner.is_closed():
             if owner is asyncio.get_running_loop():
                 await self._shutdown()
             else:
-                await self._bridge(owner, self._shutdown)
-        thread = self._loop_thread
-        self._loop_thread = None
-        if thread is not None:
-            thread.close()
+                await _loop.bridge(owner, self._shutdown)
+        self._owner.close_thread()
 
     def stop_sync(self) -> None:
-        """Run `stop` from sync code."""
-        owner = self._loop
+        """Run `stop` from sync code.
+
+        Raises:
+            UsageError: called from a running event loop; use `stop` there.
+        """
+        _loop.reject_running_loop()
+        owner = self._owner.loop
         if owner is not None and not owner.is_closed():
             asyncio.run_coroutine_threadsafe(self._shutdown(), owner).result()
-        thread = self._loop_thread
-        self._loop_thread = None
-        if thread is not None:
-            thread.close()
+        self._owner.close_thread()
 
     async def _shutdown(self) -> None:
+        starting = self._owner.starting
+        if starting is not None and not starting.done():
+            # A start still running would open a pool after this closes one.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(starting)
         await self._setup.stop_workers()
         pool = self._pool
-        with self._lock:
-            self._pool = None
-            self._starting = None
-            self._loop = None
-        if pool is not None:
-            await self.app.close_async()
-            self.app.connector = procrastinate.PsycopgConnector()
-            self.app.job_manager.connector = self.app.connector
-            await pool.close()
-            logger.info("Stopped the job system", extra={"action": "stop"})
+        self._pool = None
+        self._owner.reset()
+        if pool is None:
+            return
+        await self.app.close_async()
+        # procrastinate keeps a pool it was given; a fresh connector lets the
+        # next start hand it a new one.
+        self.app.connector = procrastinate.PsycopgConnector()
+        self.app.job_manager.connector = self.app.connector
+        await pool.close()
+        logger.info("Stopped the job system", extra={"action": "stop"})
 
     # -- dashboard --------------------------------------------------------
 
@@ -573,19 +493,6 @@ class JobSystem:
 
 async def _noop() -> None:
     return None
-
-
-def _on_duplicate(
-    jobs: Sequence[procrastinate.jobs.Job],
-    exc: BaseException,
-    raise_on_duplicate: bool,
-) -> list[int]:
-    key = _sending.duplicate_key(exc)
-    if key is None:
-        raise exc
-    if raise_on_duplicate or len(jobs) > 1:
-        raise _sending.duplicate_error(jobs, key) from None
-    return []
 
 
 def create_job_system(config: JobSystemConfig | Mapping[str, Any]) -> JobSystem:
