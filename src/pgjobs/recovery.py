@@ -8,6 +8,8 @@ attempt records show:
 - the run had failed and its on_failed hook ran: ``failed``;
 - the run was interrupted by a stopping worker: back to ``todo``, since
   interrupted runs do not use up the retry budget;
+- its workers died under it `max_worker_losses` times (counting this
+  one): ``failed``, since the job itself likely kills them;
 - retries remain: back to ``todo`` at once, with a ``worker_lost`` record;
 - no retry remains: ``failed``, with a ``worker_lost`` record, and the
   queue's on_failed hook runs once the change is committed.
@@ -51,7 +53,12 @@ SELECT job.id, job.queue_name, job.attempts, job.args, job.worker_id,
        (SELECT count(*) FROM pgjobs_attempts interrupted
          WHERE interrupted.job_id = job.id
            AND interrupted.outcome = 'interrupted'
-           AND interrupted.attempt <= job.attempts) AS interrupted_runs
+           AND interrupted.attempt <= job.attempts) AS interrupted_runs,
+       (SELECT count(*) FROM pgjobs_attempts lost
+         WHERE lost.job_id = job.id
+           AND lost.outcome = 'worker_lost'
+           AND lost.attempt <= job.attempts) AS earlier_losses,
+       (queue.settings ->> 'max_worker_losses')::int AS stored_max_worker_losses
   FROM procrastinate_jobs job
   LEFT JOIN procrastinate_workers worker ON worker.id = job.worker_id
   LEFT JOIN pgjobs_queues queue ON queue.name = job.queue_name
@@ -75,6 +82,10 @@ UPDATE procrastinate_jobs SET status = 'failed', attempts = attempts + 1
 """
 
 BATCH_SIZE = 500
+
+# For a queue that this process does not configure and whose settings were
+# never recorded; the same as the default of `queue()`.
+DEFAULT_MAX_WORKER_LOSSES = 3
 
 
 @dataclass(frozen=True)
@@ -151,6 +162,23 @@ def _retry_limit(row: Mapping[str, Any], definition: Queue[Any] | None) -> int:
     return int(row["stored_retry_limit"])
 
 
+def _max_worker_losses(row: Mapping[str, Any], definition: Queue[Any] | None) -> int:
+    if definition is not None:
+        return definition.max_worker_losses
+    stored = row["stored_max_worker_losses"]
+    return DEFAULT_MAX_WORKER_LOSSES if stored is None else int(stored)
+
+
+def _worker_losses(row: Mapping[str, Any]) -> int:
+    """Count the runs of this job whose worker died while the handler ran.
+
+    The current run counts only if its handler recorded no outcome: one that
+    did had returned before the worker died.
+    """
+    current = 1 if row["recorded_outcome"] is None else 0
+    return int(row["earlier_losses"]) + current
+
+
 def _lost_reason(row: Mapping[str, Any]) -> str:
     worker = row["worker_id"]
     if worker is None:
@@ -172,6 +200,8 @@ def _decide(
         return "failed", "failed"
     if recorded == "interrupted":
         return "retried", None
+    if _worker_losses(row) >= _max_worker_losses(row, queues.get(row["queue_name"])):
+        return "failed", "failed"
     counted_runs = row["attempts"] - row["interrupted_runs"]
     if counted_runs < _retry_limit(row, queues.get(row["queue_name"])):
         return "retried", None
@@ -188,6 +218,13 @@ async def _settle(
     reason = _lost_reason(row)
     action, status = _decide(row, queues)
     write_record = row["recorded_outcome"] is None
+    max_losses = _max_worker_losses(row, queues.get(row["queue_name"]))
+    if write_record and status == "failed" and _worker_losses(row) >= max_losses:
+        reason = (
+            f"{reason}; its worker was lost {_worker_losses(row)} times while "
+            f"running this job, which reaches max_worker_losses ({max_losses}), "
+            "so the job is failed instead of retried"
+        )
 
     try:
         async with conn.transaction():
