@@ -458,7 +458,7 @@ def _schedule_payload_problem(
             queue_name, definition.payload_model, payload or {}, max_bytes=max_bytes
         )
     except PayloadValidationError as exc:
-        return str(exc)
+        return exc.detail
     return None
 
 

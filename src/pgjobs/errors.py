@@ -147,6 +147,9 @@ def describe_location(location: Sequence[int | str], root: str = "") -> str:
     """Return a pydantic error location as a path: `queues.emails.timeout`."""
     parts = [root] if root else []
     for part in location:
+        if part == "[key]":
+            # pydantic's marker for an invalid dict key; the key is the path.
+            continue
         if isinstance(part, int):
             parts.append(f"[{part}]")
         elif parts:
