@@ -35,7 +35,6 @@ logger = logging.getLogger(__name__)
 APP_ENV_VAR = "PGJOBS_APP"
 EXIT_OK = 0
 EXIT_FAILURE = 1
-EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
@@ -44,7 +43,7 @@ _MAX_CAUSES = 10
 
 
 class CommandError(PgJobsError):
-    """A command that cannot run as given; the message says what to change."""
+    """A command that cannot run as given; the message states what to change."""
 
 
 # -- argument types ----------------------------------------------------------

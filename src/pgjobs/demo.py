@@ -135,7 +135,7 @@ def list_files(root: Path, limit: int) -> list[Path]:
 
 @dataclass(frozen=True)
 class DemoOptions:
-    """What the demo runs on, and its limits."""
+    """Settings of a demo run: directory, file limit, schema and timeout."""
 
     directory: Path = field(default_factory=default_directory)
     limit: int = DEFAULT_LIMIT
