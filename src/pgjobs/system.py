@@ -212,6 +212,7 @@ class JobSystem:
         Raises:
             UsageError: called from a running event loop; use `send` there.
         """
+        _loop.reject_running_loop()
         job = _sending.build_job(
             self.config,
             queue,
@@ -279,7 +280,12 @@ class JobSystem:
         lock: str | None = None,
         connection: psycopg.Connection[Any] | None = None,
     ) -> list[int]:
-        """Enqueue many jobs from sync code; see `send_many`."""
+        """Enqueue many jobs from sync code; see `send_many`.
+
+        Raises:
+            UsageError: called from a running event loop; use `send_many` there.
+        """
+        _loop.reject_running_loop()
         jobs = _sending.build_jobs(
             self.config,
             queue,
