@@ -141,8 +141,9 @@ def check_compatible(state: SchemaState, schema: str) -> None:
         )
 
 
-async def _apply(conn: psycopg.AsyncConnection[Any], schema: str) -> list[str]:
-    state = await read_state(conn, schema)
+async def _apply(
+    conn: psycopg.AsyncConnection[Any], schema: str, state: SchemaState
+) -> list[str]:
     if state.pgjobs_version is not None and state.pgjobs_version > latest_version():
         check_compatible(state, schema)
     applied: list[str] = []
@@ -158,6 +159,10 @@ async def _apply(conn: psycopg.AsyncConnection[Any], schema: str) -> list[str]:
         for name in _procrastinate_migrations(state.procrastinate_version, current):
             await conn.execute(_read_sql(_PROCRASTINATE_MIGRATIONS, name))
             applied.append(name)
+    # NOTE: procrastinate tables without pgjobs_meta (a schema that raw
+    # procrastinate installed) carry no version; they are taken to be at the
+    # installed procrastinate's version, so older ones must be migrated with
+    # procrastinate's own tools first.
     known = state.pgjobs_version or 0
     for version, name in pgjobs_migrations():
         if version > known:
@@ -187,7 +192,7 @@ async def ensure(
         if not migrate and not fresh:
             check_compatible(state, schema)
             return []
-        applied = await _apply(conn, schema)
+        applied = await _apply(conn, schema, state)
     if applied:
         logger.info(
             "Installed or migrated schema %s: %s",

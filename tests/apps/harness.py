@@ -74,3 +74,16 @@ def kill(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         process.kill()
     process.communicate()
+
+
+def start_init_process(dsn: str) -> subprocess.Popen[str]:
+    """Start `tests.apps.init_only`, which runs init_jobs once on `dsn`."""
+    env = {**os.environ, "WORKER_APP_DSN": dsn, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.apps.init_only"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
