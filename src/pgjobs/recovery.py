@@ -14,7 +14,7 @@ attempt records show:
 - no retry remains: ``failed``, with a ``worker_lost`` record, and the
   queue's on_failed hook runs once the change is committed.
 
-A row that cannot be moved that way (for example, a newer job already holds
+A row that cannot be moved that way (for example, a newer job already has
 its singleton key, so it cannot go back to ``todo``) is set to ``failed``
 with the reason recorded, and the sweep goes on with the next row. Jobs of
 live workers are never touched.
@@ -42,7 +42,7 @@ SELECT worker_id FROM procrastinate_prune_stalled_workers_v1(%(stalled)s)
 
 # Rows are locked with SKIP LOCKED, so two processes sweeping at once split
 # the work instead of settling one job twice. The attempt record of the
-# job's current run, if any, tells how far the run got before its worker
+# job's current run, if any, shows how far the run got before its worker
 # died.
 SELECT_ORPHANS_SQL = """
 SELECT job.id, job.queue_name, job.attempts, job.args, job.worker_id,
@@ -256,8 +256,8 @@ async def _force_fail(
 ) -> bool:
     """Fail a row that could not be settled normally; False if that failed too.
 
-    A row that even this cannot change stays in `doing` and is logged; the
-    sweep goes on with the next row and tries it again next time.
+    A row that even this cannot change stays in `doing` and is logged. The
+    sweep goes on with the next row and tries this one again next time.
     """
     try:
         async with conn.transaction():

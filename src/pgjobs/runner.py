@@ -164,7 +164,10 @@ class WorkerGroup:
             fetch_job_polling_interval=settings.polling_interval,
             abort_job_polling_interval=settings.abort_polling_interval,
             shutdown_graceful_timeout=settings.graceful_timeout,
-            listen_notify=settings.listen_notify,
+            # LISTEN needs a session of its own, which a transaction-mode
+            # pooler does not give; polling then finds the jobs.
+            listen_notify=settings.listen_notify
+            and not self.config.pool.transaction_pooling,
             install_signal_handlers=False,
             update_heartbeat_interval=settings.heartbeat_interval,
             stalled_worker_timeout=settings.stalled_timeout,
@@ -205,18 +208,29 @@ class WorkerGroup:
         # for a sync handler, until the thread returns. Without this beat a
         # peer would take such a worker for dead and run its jobs twice.
         interval = self.config.worker.heartbeat_interval
+        failing = False
         while True:
             await asyncio.sleep(interval)
-            for worker_id in self.worker_ids:
-                try:
+            try:
+                for worker_id in self.worker_ids:
                     await self.app.job_manager.update_heartbeat(worker_id)
-                except Exception as exc:
+            except Exception as exc:
+                # Logged once per outage: the database being down is already
+                # reported by every worker.
+                if not failing:
                     logger.warning(
-                        "Could not update the heartbeat of worker %s: %s",
-                        worker_id,
+                        "Could not update worker heartbeats: %s",
                         exc,
-                        extra={"action": "heartbeat_failed", "worker_id": worker_id},
+                        extra={"action": "heartbeat_failed"},
                     )
+                failing = True
+            else:
+                if failing:
+                    logger.info(
+                        "Worker heartbeats updated again",
+                        extra={"action": "heartbeat_restored"},
+                    )
+                failing = False
 
     async def _sweep_loop(self) -> None:
         assert self.sweep is not None  # the loop only starts with a sweep

@@ -159,10 +159,9 @@ async def _apply(
         for name in _procrastinate_migrations(state.procrastinate_version, current):
             await conn.execute(_read_sql(_PROCRASTINATE_MIGRATIONS, name))
             applied.append(name)
-    # NOTE: procrastinate tables without pgjobs_meta (a schema that raw
-    # procrastinate installed) carry no version; they are taken to be at the
-    # installed procrastinate's version, so older ones must be migrated with
-    # procrastinate's own tools first.
+    # NOTE: procrastinate tables without pgjobs_meta, as raw procrastinate
+    # installs them, carry no version. They are taken to be at the installed
+    # procrastinate's version, so migrate older ones with procrastinate first.
     known = state.pgjobs_version or 0
     for version, name in pgjobs_migrations():
         if version > known:

@@ -14,8 +14,8 @@ Timeouts:
     returns. Only then is the attempt recorded as ``timed_out`` (whatever
     the thread returned) and the retry scheduled. A retry therefore never
     runs beside the timed-out thread. A sync handler that never checks
-    `should_abort()` holds its job and its concurrency slot, and delays
-    `stop()`, until it returns.
+    `should_abort()` keeps its job running, occupies its concurrency slot
+    and delays `stop()` until it returns.
 
 Stops:
     When the worker stops, a job still running after the graceful timeout is
@@ -65,7 +65,7 @@ class WorkerInterrupted(Exception):
 
 
 class Runtime(Protocol):
-    """What a queue task needs from its job system."""
+    """The parts of a job system that a queue task uses."""
 
     @property
     def config(self) -> JobSystemConfig: ...
@@ -80,8 +80,8 @@ def retry_delay(definition: Queue[Any], attempts: int) -> float:
     """Return the seconds to wait before the retry that follows `attempts` runs.
 
     The first retry waits `retry_delay`. With `retry_backoff`, each further
-    retry waits twice as long, up to `retry_delay_max`; a zero `retry_delay`
-    then starts at one second.
+    retry waits twice as long, up to `retry_delay_max`, and a zero
+    `retry_delay` then starts at one second.
     """
     if not definition.retry_backoff:
         return definition.retry_delay
@@ -94,8 +94,8 @@ class QueueRetryStrategy(BaseRetryStrategy):
     """procrastinate retry strategy built from a queue's retry settings.
 
     procrastinate counts every run in `job.attempts`, interrupted ones too.
-    The queue task knows how many runs were interrupted and stores its
-    decision with `remember` before procrastinate asks for it.
+    The queue task counts the interrupted runs and stores its decision with
+    `remember` before procrastinate asks for it.
     """
 
     def __init__(self, definition: Queue[Any]) -> None:
@@ -136,7 +136,7 @@ class QueueRetryStrategy(BaseRetryStrategy):
 def takes_context(handler: Callable[..., Any], position: int = 2) -> bool:
     """Tell whether `handler` accepts a positional argument at `position`.
 
-    A handler takes the context as its second argument; an on_failed hook as
+    A handler takes the context as its second argument, an on_failed hook as
     its third.
     """
     try:
@@ -363,7 +363,7 @@ class _Run:
     async def cancelled(self, exc: asyncio.CancelledError) -> NoReturn:
         """Record a cancelled attempt, then raise what procrastinate expects.
 
-        A stop raises `WorkerInterrupted`, which is always retried; a user's
+        A stop raises `WorkerInterrupted`, which is always retried. A user's
         abort request re-raises the cancellation, which ends the job aborted.
         """
         reason = self.context.abort_reason()
@@ -453,7 +453,7 @@ async def _wait_for_thread(thread: asyncio.Future[Any]) -> None:
 
 
 def _uncancel() -> None:
-    # The cancellation was answered by finishing the job; clearing the
+    # The job finished despite the cancellation request. Clearing the
     # request keeps asyncio.timeout() and TaskGroup in callers accurate.
     task = asyncio.current_task()
     if task is not None:
