@@ -1,0 +1,3 @@
+SELECT pgjobs_job_state(status, scheduled_at, attempts) AS state
+  FROM procrastinate_jobs
+ WHERE id = %(job_id)s
