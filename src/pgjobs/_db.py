@@ -34,11 +34,18 @@ def describe_dsn(dsn: str) -> str:
 
 
 def _connection_kwargs(config: JobSystemConfig) -> dict[str, Any]:
-    return {
-        "options": f"-c search_path={config.schema_name}",
+    kwargs: dict[str, Any] = {
         "connect_timeout": max(1, round(config.pool.connect_timeout)),
         "application_name": APPLICATION_NAME,
     }
+    if config.pool.transaction_pooling:
+        # A transaction-mode pooler rejects the `options` startup parameter
+        # and may run the next statement on a server connection that lacks
+        # a statement prepared on another one.
+        kwargs["prepare_threshold"] = None
+    else:
+        kwargs["options"] = f"-c search_path={config.schema_name}"
+    return kwargs
 
 
 def create_pool(config: JobSystemConfig) -> psycopg_pool.AsyncConnectionPool:
@@ -74,7 +81,7 @@ async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
 
 
 async def check_reachable(config: JobSystemConfig) -> None:
-    """Open and close one connection, so that start-up fails fast.
+    """Open one connection and check its search path, so start-up fails fast.
 
     A pool retries failed connections in the background until its timeout,
     so a refused connection would only show after `pool.timeout` seconds.
@@ -83,6 +90,7 @@ async def check_reachable(config: JobSystemConfig) -> None:
     Raises:
         DatabaseUnavailable: naming host, port and database, and the
             driver's reason with any password removed.
+        SchemaError: the pgjobs schema is not first on the search path.
     """
     assert config.dsn is not None
     dsn = config.dsn.get_secret_value()
@@ -91,9 +99,59 @@ async def check_reachable(config: JobSystemConfig) -> None:
     except psycopg.Error as exc:
         error = unavailable(dsn, exc)
     else:
-        await conn.close()
-        return
+        try:
+            await check_search_path(conn, config)
+        except psycopg.Error as exc:
+            error = unavailable(dsn, exc)
+        else:
+            return
+        finally:
+            await conn.close()
     raise error
+
+
+async def check_search_path(
+    conn: psycopg.AsyncConnection[Any], config: JobSystemConfig
+) -> None:
+    """Raise `SchemaError` unless the pgjobs schema is first on the search path.
+
+    procrastinate's queries name its tables and functions without a schema.
+    A pooler that drops the `options` startup parameter (PgBouncer with
+    `ignore_startup_parameters = options`), or a server without the role or
+    database setting that `pool.transaction_pooling` needs, would otherwise
+    fail later with "function does not exist", or use another schema's tables.
+    """
+    cursor = await conn.execute(
+        "SELECT current_setting('search_path'), current_user, current_database()"
+    )
+    row = await cursor.fetchone()
+    assert row is not None
+    search_path, user, database = row
+    assert config.dsn is not None
+    first = search_path.split(",")[0].strip().strip('"')
+    if first == "$user":
+        first = user
+    schema = config.schema_name
+    if first == schema:
+        return
+    if config.pool.transaction_pooling:
+        fix = (
+            "with pool.transaction_pooling pgjobs cannot set it per connection; "
+            f"set it on the server: ALTER ROLE {user} IN DATABASE {database} "
+            f"SET search_path = {schema}, public"
+        )
+    else:
+        fix = (
+            "a pooler may have dropped the `options` startup parameter; behind "
+            "PgBouncer in transaction mode set pool.transaction_pooling=True and "
+            f"ALTER ROLE {user} IN DATABASE {database} SET search_path = "
+            f"{schema}, public"
+        )
+    target = describe_dsn(config.dsn.get_secret_value())
+    raise SchemaError(
+        f"connections to {target} use search_path {search_path!r}, which does "
+        f"not start with the pgjobs schema {schema!r}; {fix}"
+    )
 
 
 def _reason(dsn: str, exc: BaseException) -> str:

@@ -225,7 +225,15 @@ class Schedule(BaseModel):
 
 
 class PoolConfig(BaseModel):
-    """Connection pool sizes and timeouts, in connections and seconds."""
+    """Connection pool sizes and timeouts, in connections and seconds.
+
+    Set `transaction_pooling` when the dsn points to a pooler in transaction
+    mode, such as PgBouncer with `pool_mode = transaction`. pgjobs then sends
+    no search path at connect time and prepares no statements, and workers
+    poll for jobs instead of using LISTEN/NOTIFY. The server must then put
+    the pgjobs schema first on the search path of the role or database, e.g.
+    `ALTER ROLE app IN DATABASE appdb SET search_path = pgjobs, public`.
+    """
 
     model_config = _FROZEN
 
@@ -235,6 +243,10 @@ class PoolConfig(BaseModel):
     connect_timeout: float = Field(default=10.0, gt=0)
     max_idle: float = Field(default=600.0, gt=0)
     max_lifetime: float = Field(default=3600.0, gt=0)
+    # PgBouncer in transaction mode rejects the `options` startup parameter
+    # that sets the search path, and hands each transaction to any server
+    # connection, where psycopg's prepared statements may be missing.
+    transaction_pooling: bool = False
 
     @model_validator(mode="after")
     def _check_sizes(self) -> PoolConfig:
