@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -10,6 +11,7 @@ import pytest
 
 from tests.faults.processes import WorkerProcess
 from tests.faults.runs import create_runs_table
+from tests.faults.servers import TempCluster, find_pg_bin, find_pgbouncer
 
 
 @pytest.fixture
@@ -63,3 +65,35 @@ def describe_processes(*processes: WorkerProcess) -> str:
     for process in processes:
         parts.append(f"--- worker {process.pid} ---\n{process.output()[-4000:]}")
     return "\n".join(parts)
+
+
+@pytest.fixture
+def pg_bin() -> Path:
+    """Folder of Debian's PostgreSQL server binaries; skips when absent."""
+    folder = find_pg_bin()
+    if folder is None:
+        pytest.skip("PostgreSQL server binaries (Debian's postgresql-15) are absent")
+    return folder
+
+
+@pytest.fixture
+def temp_cluster(pg_bin: Path) -> Iterator[TempCluster]:
+    """A started PostgreSQL cluster of this test's own, removed afterwards."""
+    cluster = TempCluster(pg_bin)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.cleanup()
+
+
+@pytest.fixture
+def pgbouncer_binary() -> Path:
+    """Path of pgbouncer; skips when Debian's `pgbouncer` package is absent."""
+    binary = find_pgbouncer()
+    if binary is None:
+        pytest.skip(
+            "pgbouncer is not installed; install Debian's pgbouncer package "
+            "(.ci/run does)"
+        )
+    return binary
