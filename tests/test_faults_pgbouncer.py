@@ -14,10 +14,12 @@ what each test shows:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 
@@ -152,3 +154,61 @@ def _finished(dsn: str) -> set[int]:
             "SELECT job_id FROM fault_runs WHERE phase = 'finish'"
         ).fetchall()
     return {row[0] for row in rows}
+
+
+async def test_pgbouncer_dashboard_and_admin(
+    temp_cluster: TempCluster, bouncer_factory: Any
+) -> None:
+    await make_database(temp_cluster, search_path="pgjobs, public")
+    bouncer = bouncer_factory(pool_size=2)
+    jobs = pgjobs.create_job_system(bouncer_config(bouncer.dsn(DATABASE)))
+    seen: list[Any] = []
+    try:
+        await jobs.init_jobs({"work": seen.append})
+        ids = [await jobs.send("work", {"n": n}) for n in range(12)]
+        delayed = await jobs.send("work", {"n": 12}, delay=3600)
+        await wait_for(lambda: len(seen) == len(ids), timeout=60)
+        await _check_dashboard(jobs, ids, delayed)
+        await _check_admin(jobs, ids[1])
+    finally:
+        await jobs.stop()
+
+
+async def _check_dashboard(
+    jobs: pgjobs.JobSystem, ids: list[int], delayed: int | None
+) -> None:
+    dashboard = jobs.dashboard
+    # Each query more often than psycopg's prepare threshold (5).
+    for _ in range(7):
+        stats = await dashboard.get_stats()
+        page = await dashboard.get_recent_jobs(page=1, per_page=5)
+        detail = await dashboard.get_job_by_id(ids[0])
+    assert stats.model_dump(mode="json")
+    assert len(page.jobs) == 5
+    assert detail is not None
+    assert detail.model_dump(mode="json")
+    rerun = await dashboard.rerun_job(ids[0])
+    assert rerun.model_dump(mode="json")
+    assert delayed is not None
+    cancelled = await dashboard.cancel_job(delayed)
+    assert cancelled.model_dump(mode="json")
+
+
+async def _check_admin(jobs: pgjobs.JobSystem, job_id: int) -> None:
+    from pgjobs.admin import create_admin_app
+
+    app = create_admin_app(jobs, insecure_allow_all=True)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://admin.test"
+    ) as client:
+        for path in ("/", "/jobs", f"/jobs/{job_id}"):
+            response = await client.get(path)
+            assert response.status_code == 200, (path, response.text[:500])
+        page = await client.get(f"/jobs/{job_id}")
+        match = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+        assert match is not None, page.text[:2000]
+        response = await client.post(
+            f"/jobs/{job_id}/rerun", data={"csrf_token": match.group(1)}
+        )
+        assert response.status_code in (200, 303), response.text[:500]
