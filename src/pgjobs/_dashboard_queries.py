@@ -18,7 +18,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from pgjobs import _dashboard_rows, _sending
+from pgjobs import _dashboard_rows, _defer
 from pgjobs._dashboard_args import MAX_JOB_ID, PageQuery, encode_cursor
 from pgjobs._dashboard_models import (
     COUNT_LIMIT,
@@ -224,7 +224,7 @@ async def rerun(conn: Connection, job_id: int) -> RerunResult:
             }
             created = await _fetch_one(conn, RERUN_SQL, params)
     except psycopg.errors.UniqueViolation as exc:
-        if _sending.duplicate_key(exc) is None:
+        if _defer.duplicate_key(exc) is None:
             raise
         logger.info(
             "Job %s not rerun: its singleton key is taken by a waiting or running job",
