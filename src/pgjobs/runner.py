@@ -13,7 +13,9 @@ orphans every `stalled_timeout / 2` seconds unless `orphan_sweep_interval`
 is set. A crashed worker's jobs are therefore retried between
 `stalled_timeout` and `1.5 * stalled_timeout` seconds after its last
 heartbeat. An event loop blocked for longer than `stalled_timeout` makes a
-live worker look dead, and its jobs would then run twice.
+live worker look dead, and its jobs would then run twice. Every process on
+one database must use the same two settings, because each judges the
+others' heartbeats by its own `stalled_timeout`.
 """
 
 from __future__ import annotations
