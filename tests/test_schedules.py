@@ -6,6 +6,7 @@ import datetime
 import zoneinfo
 from typing import Any
 
+import pydantic
 import pytest
 
 import pgjobs
@@ -176,3 +177,30 @@ async def test_schedule_one_job_per_tick(make_system: Any, query: Any) -> None:
         ({"a": 1},)
     ]
     assert all(when is not None and when in timestamps for _, when in received)
+
+
+class Report(pydantic.BaseModel):
+    kind: str = pydantic.Field(alias="type")
+
+
+async def test_schedule_model_payload_loads(make_system: Any) -> None:
+    received: list[Any] = []
+    reports = pgjobs.queue(Report)
+
+    async def handler(payload: Report) -> None:
+        received.append(payload)
+
+    jobs = make_system(
+        queues={"reports": reports},
+        schedules={
+            "tick": {
+                "queue": "reports",
+                "cron": "* * * * * *",
+                "payload": Report(type="daily"),
+            }
+        },
+    )
+    await jobs.init_jobs({reports: handler})
+    await wait_for(lambda: received)
+
+    assert received[0] == Report(type="daily")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import functools
-import json
 import logging
 import zoneinfo
 from collections.abc import Mapping, Sequence
@@ -17,10 +16,9 @@ import procrastinate
 import procrastinate.job_context
 import procrastinate.periodic
 from psycopg.types.json import Jsonb
-from pydantic import BaseModel
 
-from pgjobs import recovery, schema, worker
-from pgjobs.config import Queue, Schedule, split_cron
+from pgjobs import _payload, recovery, schema, worker
+from pgjobs.config import JobSystemConfig, Queue, Schedule, split_cron
 from pgjobs.errors import HandlerError, UsageError
 from pgjobs.runner import WorkerGroup
 from pgjobs.types import Handler
@@ -327,8 +325,9 @@ class Setup:
         if self._schedules_registered:
             return
         app = self.system.app
+        config = self.system.config
         registry = app.periodic_registry
-        for schedule_name, schedule in self.system.config.schedules.items():
+        for schedule_name, schedule in config.schedules.items():
             task = app.tasks[schedule.queue]
             expression, seconds_first = split_cron(schedule.cron)
             registry.periodic_tasks[(task.name, schedule_name)] = ZonedPeriodicTask(
@@ -336,7 +335,7 @@ class Setup:
                 cron=expression,
                 periodic_id=schedule_name,
                 configure_kwargs={
-                    "task_kwargs": {"payload": _schedule_payload(schedule)}
+                    "task_kwargs": {"payload": _schedule_payload(config, schedule)}
                 },
                 timezone=schedule.timezone,
                 seconds_first=seconds_first,
@@ -374,10 +373,12 @@ class Setup:
             queue_task.shutdown()
 
 
-def _schedule_payload(schedule: Schedule) -> dict[str, Any]:
-    payload = schedule.payload
-    if isinstance(payload, BaseModel):
-        data: dict[str, Any] = payload.model_dump(mode="json")
-        return data
-    plain: dict[str, Any] = json.loads(json.dumps(payload or {}))
-    return plain
+def _schedule_payload(config: JobSystemConfig, schedule: Schedule) -> dict[str, Any]:
+    # The same conversion as send(), so a scheduled job's payload loads in
+    # its handler exactly like a sent one.
+    return _payload.to_json_payload(
+        schedule.queue,
+        config.queues[schedule.queue].payload_model,
+        schedule.payload or {},
+        max_bytes=config.max_payload_bytes,
+    )
