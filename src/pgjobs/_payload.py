@@ -21,6 +21,10 @@ if TYPE_CHECKING:
 # Deeper JSON is rejected here, with the path, before PostgreSQL or the JSON
 # encoder fail on it with a generic error (or Python hits its recursion limit).
 MAX_DEPTH = 64
+# json.dumps, which psycopg's Jsonb uses, refuses to write an int of more
+# than 4300 digits (Python's default int-to-str limit); 13,000 bits is about
+# 3,900 digits.
+MAX_INT_BITS = 13_000
 
 
 def _path(parts: tuple[str | int, ...]) -> str:
@@ -53,6 +57,8 @@ def _find_problem(
         return (_path(parts), reason) if reason else None
     if isinstance(value, float) and not math.isfinite(value):
         return _path(parts), f"is {value!r}; JSON has no NaN or infinity"
+    if isinstance(value, int) and value.bit_length() > MAX_INT_BITS:
+        return _path(parts), f"is an integer of more than {MAX_INT_BITS} bits"
     if isinstance(value, Mapping):
         for key, item in value.items():
             if not isinstance(key, str):
@@ -155,9 +161,12 @@ def _validate(
 
 def _dump(queue_name: str, instance: pydantic.BaseModel) -> dict[str, Any]:
     # by_alias: model_validate reads fields by alias, so the stored form must
-    # use aliases to load back.
+    # use aliases to load back. warnings="error": a value of the wrong type
+    # (in an instance built with model_construct) fails instead of warning.
     try:
-        data: dict[str, Any] = instance.model_dump(mode="json", by_alias=True)
+        data: dict[str, Any] = instance.model_dump(
+            mode="json", by_alias=True, warnings="error"
+        )
     except (pydantic_core.PydanticSerializationError, ValueError) as exc:
         message = f"cannot be serialised to JSON: {exc}"
     else:
