@@ -61,10 +61,9 @@ async def start_running(
 async def test_recovery_after_kill_runs_once_more(
     make_system: Any, query: Any, dsn: str, processes: list[Any]
 ) -> None:
-    attempts: list[int] = []
-
-    async def finish(payload: dict[str, Any], context: pgjobs.JobContext) -> None:
-        attempts.append(context.attempt)
+    def finish(payload: dict[str, Any], context: pgjobs.JobContext) -> None:
+        harness.record_run(dsn, context, "start")
+        harness.record_run(dsn, context, "end")
 
     jobs = make_system(queues={"slow": pgjobs.queue(retry_limit=2, timeout=None)})
     process, job_id = await start_running(dsn, processes, jobs, retry_limit=2)
@@ -87,8 +86,12 @@ async def test_recovery_after_kill_runs_once_more(
     await wait_for(lambda: status_of(query, job_id) == "succeeded", timeout=30)
     await asyncio.sleep(1.0)
 
-    assert attempts == [2]
-    assert [row[3] for row in harness.runs(dsn, job_id)] == ["start"]
+    runs = [(attempt, pid, event) for _, attempt, pid, event in harness.runs(dsn)]
+    assert runs == [
+        (1, process.pid, "start"),
+        (2, os.getpid(), "start"),
+        (2, os.getpid(), "end"),
+    ]
     [lost] = attempts_of(query, job_id)
     assert lost[:2] == (1, "worker_lost")
     assert lost[2].startswith("worker lost: worker ")

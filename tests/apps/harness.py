@@ -30,6 +30,16 @@ def create_runs_table(dsn: str) -> None:
         conn.execute(CREATE_RUNS_SQL)
 
 
+def record_run(dsn: str, context: Any, event: str) -> None:
+    """Insert a row into `public.runs` for a job run in the test process."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO public.runs (job_id, attempt, pid, event) "
+            "VALUES (%s, %s, %s, %s)",
+            (context.job_id, context.attempt, os.getpid(), event),
+        )
+
+
 def runs(dsn: str, job_id: int | None = None) -> list[tuple[Any, ...]]:
     """Return (job_id, attempt, pid, event) rows in insertion order."""
     with psycopg.connect(dsn, autocommit=True) as conn:
