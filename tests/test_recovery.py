@@ -148,9 +148,9 @@ async def test_recovery_sweep_again_runs_no_hook(make_system: Any, query: Any) -
 async def test_recovery_unretriable_row_settled(make_system: Any, query: Any) -> None:
     jobs = make_system(queues={"q": pgjobs.queue(retry_limit=3)})
     await jobs.init_jobs({"q": lambda payload: None}, start_worker=False)
-    # A newer queued job holds the singleton key of the orphan, so the orphan
-    # cannot go back to todo. pgjobs' own index prevents this state; it is
-    # dropped to build it.
+    # A newer queued job has the singleton key of the orphan, so the orphan
+    # cannot go back to todo. pgjobs' own index prevents this state, so the
+    # test drops it first.
     query("DROP INDEX pgjobs_singleton_active_idx")
     [(blocked,)] = query(
         "INSERT INTO procrastinate_jobs (queue_name, task_name, status, "

@@ -20,7 +20,7 @@ UTC = zoneinfo.ZoneInfo("UTC")
 def next_ticks(
     cron: str, start: datetime.datetime, count: int, *, seconds_first: bool = False
 ) -> list[datetime.datetime]:
-    """Return the next ticks after `start` as procrastinate asks for them."""
+    """Return the next ticks after `start`, computed the way procrastinate does."""
     zone = start.tzinfo
     assert isinstance(zone, zoneinfo.ZoneInfo)
     iterator = ZonedCron(cron, zone, seconds_first=seconds_first)
@@ -35,7 +35,7 @@ def utc(*args: int) -> datetime.datetime:
     return datetime.datetime(*args, tzinfo=UTC)
 
 
-def test_cron_daily_follows_local_time_across_dst() -> None:
+def test_cron_daily_local_time_across_dst() -> None:
     start = datetime.datetime(2024, 3, 29, 12, tzinfo=PARIS)
 
     assert next_ticks("0 9 * * *", start, 3) == [
@@ -45,7 +45,7 @@ def test_cron_daily_follows_local_time_across_dst() -> None:
     ]
 
 
-def test_cron_fixed_hour_once_when_clocks_go_back() -> None:
+def test_cron_fixed_hour_once_going_back() -> None:
     start = datetime.datetime(2024, 10, 26, 12, tzinfo=PARIS)
 
     # 02:30 happens twice on 27 October; the schedule runs on the first.
@@ -55,7 +55,7 @@ def test_cron_fixed_hour_once_when_clocks_go_back() -> None:
     ]
 
 
-def test_cron_hourly_every_real_hour_when_clocks_go_back() -> None:
+def test_cron_hourly_repeats_hour_going_back() -> None:
     start = datetime.datetime(2024, 10, 27, 0, 30, tzinfo=PARIS)
 
     assert next_ticks("0 * * * *", start, 4) == [
