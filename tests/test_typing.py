@@ -80,6 +80,23 @@ async def check_async_sending(jobs: pgjobs.JobSystem) -> None:
     assert_type(await jobs.stop(), None)
 
 
+async def check_handlers(
+    jobs: pgjobs.JobSystem,
+    by_name: dict[str, pgjobs.Handler],
+    by_queue: dict[pgjobs.Queue[Any], pgjobs.Handler],
+    context: pgjobs.JobContext,
+) -> None:
+    await jobs.init_jobs(by_name)
+    await jobs.init_jobs(by_queue)
+    jobs.init_jobs_sync(by_name, start_worker=False)
+
+    @jobs.handler(EMAILS)
+    def deliver(payload: Email, context: pgjobs.JobContext) -> int:
+        return context.attempt
+
+    assert_type(deliver(Email(to="a"), context), int)
+
+
 def check_errors(error: pgjobs.PgJobsError) -> None:
     if isinstance(error, pgjobs.ConfigError):
         assert_type(error.problems, list[str])
@@ -173,3 +190,9 @@ def test_typing_misuse_rejected(mypy_errors: dict[str, list[str]]) -> None:
     }
     assert sorted(expected - reported) == [], mypy_errors["wrong"]
     assert sorted(reported - expected) == [], mypy_errors["wrong"]
+
+
+def test_all_sorted_and_importable() -> None:
+    assert pgjobs.__all__ == sorted(pgjobs.__all__)
+    for name in pgjobs.__all__:
+        assert hasattr(pgjobs, name), name

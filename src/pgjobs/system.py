@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, cast
 
 import procrastinate
 import procrastinate.jobs
@@ -26,6 +26,14 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+HandlerT = TypeVar("HandlerT", bound=Callable[..., Any])
+
+Handlers: TypeAlias = (
+    Mapping[str, Handler]
+    | Mapping[Queue[Any], Handler]
+    | Mapping[str | Queue[Any], Handler]
+)
+"""Handlers keyed by queue name, by queue definition, or by either."""
 P = TypeVar("P")
 
 
@@ -134,17 +142,18 @@ class JobSystem(SendMethods):
 
     # -- handlers, workers, schema ----------------------------------------
 
-    def handler(
-        self, queue: str | Queue[Any]
-    ) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    def handler(self, queue: str | Queue[Any]) -> Callable[[HandlerT], HandlerT]:
         """Register the decorated function as the handler of `queue`.
 
         `init_jobs()` and `pgjobs worker` use registered handlers when no
-        mapping is passed.
+        mapping is passed. The function is returned unchanged.
+
+        Raises:
+            QueueNotFound: the queue is not configured.
         """
         name, _ = _sending.resolve_queue(self.config, queue)
 
-        def register(function: Callable[..., T]) -> Callable[..., T]:
+        def register(function: HandlerT) -> HandlerT:
             self._handlers[name] = function
             return function
 
@@ -157,7 +166,7 @@ class JobSystem(SendMethods):
 
     async def init_jobs(
         self,
-        handlers: Mapping[str | Queue[Any], Handler] | None = None,
+        handlers: Handlers | None = None,
         *,
         start_worker: bool = True,
         queues: Sequence[str] | None = None,
@@ -181,23 +190,23 @@ class JobSystem(SendMethods):
             SchemaError: the schema exists at another version.
             DatabaseUnavailable: the database cannot be reached.
         """
-        resolved = self._setup.resolve_handlers(handlers, queues)
+        resolved = self._setup.resolve_handlers(_widen(handlers), queues)
         await self._run(lambda: self._setup.run(resolved, start_worker, queues))
 
     def init_jobs_sync(
         self,
-        handlers: Mapping[str | Queue[Any], Handler] | None = None,
+        handlers: Handlers | None = None,
         *,
         start_worker: bool = True,
         queues: Sequence[str] | None = None,
     ) -> None:
         """Run `init_jobs` from sync code; workers run on a background thread."""
-        resolved = self._setup.resolve_handlers(handlers, queues)
+        resolved = self._setup.resolve_handlers(_widen(handlers), queues)
         self._run_sync(lambda: self._setup.run(resolved, start_worker, queues))
 
     async def run_worker(
         self,
-        handlers: Mapping[str | Queue[Any], Handler] | None = None,
+        handlers: Handlers | None = None,
         *,
         queues: Sequence[str] | None = None,
     ) -> None:
@@ -290,6 +299,12 @@ class JobSystem(SendMethods):
 
 async def _noop() -> None:
     return None
+
+
+def _widen(handlers: Handlers | None) -> Mapping[str | Queue[Any], Handler] | None:
+    # Mapping is invariant in its key type, so a dict keyed by str alone is
+    # not a Mapping[str | Queue, ...] to mypy, although reading it is safe.
+    return cast("Mapping[str | Queue[Any], Handler] | None", handlers)
 
 
 def create_job_system(config: JobSystemConfig | Mapping[str, Any]) -> JobSystem:
