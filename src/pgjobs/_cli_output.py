@@ -22,15 +22,27 @@ _STATE_COLUMNS = (
 )
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return text == "-"
+    return True
+
+
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """Return rows as aligned columns: the first left-aligned, others right."""
+    """Return rows as aligned columns: numbers right-aligned, text left-aligned."""
     cells = [list(headers)] + [[str(value) for value in row] for row in rows]
     widths = [max(len(row[column]) for row in cells) for column in range(len(headers))]
+    numeric = [
+        column > 0 and all(_is_number(row[column]) for row in cells[1:])
+        for column in range(len(headers))
+    ]
     lines = []
     for row in cells:
         parts = [
-            value.ljust(width) if column == 0 else value.rjust(width)
-            for column, (value, width) in enumerate(zip(row, widths, strict=True))
+            value.rjust(width) if right else value.ljust(width)
+            for value, width, right in zip(row, widths, numeric, strict=True)
         ]
         lines.append("  ".join(parts).rstrip())
     return "\n".join(lines)
@@ -44,9 +56,11 @@ def format_time(moment: datetime.datetime | None) -> str:
 
 
 def format_age(seconds: float | None) -> str:
-    """Return a duration in seconds as '4.2 s', '12 min', '3.5 h' or '30 d'."""
+    """Return a duration in seconds as '15 ms', '4.2 s', '12 min', '3.5 h' or '30 d'."""
     if seconds is None:
         return "-"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
     if seconds < 10:
         return f"{seconds:.1f} s"
     if seconds < 120:

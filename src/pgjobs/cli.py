@@ -435,7 +435,8 @@ async def _prune(jobs: JobSystem, args: argparse.Namespace) -> int:
         print(result.model_dump_json(indent=2))
     else:
         age = output.format_age(args.older_than.total_seconds())
-        print(f"Deleted {result.deleted} jobs ({', '.join(states)}) older than {age}")
+        noun = "job" if result.deleted == 1 else "jobs"
+        print(f"Deleted {result.deleted} {noun} ({', '.join(states)}) older than {age}")
     return EXIT_OK
 
 

@@ -26,7 +26,7 @@ from psycopg import sql
 from pydantic import BaseModel
 
 from pgjobs import embedded
-from pgjobs._cli_output import format_table, job_detail, stats_table
+from pgjobs._cli_output import job_detail, stats_table
 from pgjobs.config import DSN_ENV_VAR, queue
 from pgjobs.errors import PgJobsError
 from pgjobs.system import JobSystem, create_job_system
@@ -50,23 +50,12 @@ SELECT status, count(*) FROM procrastinate_jobs
  WHERE queue_name = %(queue)s
  GROUP BY status
 """
-QUEUE_COUNTS_SQL = """
-SELECT queue_name, status, count(*) FROM procrastinate_jobs
- GROUP BY queue_name, status
- ORDER BY queue_name
-"""
 TOTALS_SQL = """
 SELECT count(*), sum((a.result ->> 'lines')::bigint),
        sum((a.result ->> 'bytes')::bigint)
   FROM pgjobs_attempts AS a
   JOIN procrastinate_jobs AS j ON j.id = a.job_id
  WHERE j.queue_name = %(queue)s AND a.outcome = 'succeeded'
-"""
-FIRST_FAILED_SQL = """
-SELECT id FROM procrastinate_jobs
- WHERE queue_name = %(queue)s AND status = 'failed'
- ORDER BY id
- LIMIT 1
 """
 
 
@@ -264,27 +253,6 @@ async def wait_until_done(
         await asyncio.sleep(0.2 if progress.in_place else 0.5)
 
 
-async def queue_counts_table(jobs: JobSystem) -> str:
-    """Return the job counts per queue and state as a table."""
-    try:
-        return stats_table(await jobs.dashboard.get_stats())
-    except NotImplementedError:
-        pass
-    # TODO: remove this fallback once the dashboard queries are implemented.
-    async with jobs.pool.connection() as conn:
-        cursor = await conn.execute(QUEUE_COUNTS_SQL)
-        rows = await cursor.fetchall()
-    statuses = ["todo", "doing", "succeeded", "failed", "cancelled", "aborted"]
-    counts: dict[str, dict[str, int]] = {}
-    for queue_name, status, count in rows:
-        counts.setdefault(str(queue_name), {})[str(status)] = int(count)
-    table = []
-    for queue_name, by_status in sorted(counts.items()):
-        values = [by_status.get(status, 0) for status in statuses]
-        table.append([queue_name, *values, sum(by_status.values())])
-    return format_table(["queue", *statuses, "total"], table)
-
-
 async def describe_totals(jobs: JobSystem) -> str:
     """Return the files read and lines counted by the succeeded jobs."""
     async with jobs.pool.connection() as conn:
@@ -299,19 +267,15 @@ async def describe_totals(jobs: JobSystem) -> str:
 
 async def describe_failed_job(jobs: JobSystem, *, tracebacks: bool) -> str:
     """Return the details of one failed file job, with its errors."""
-    async with jobs.pool.connection() as conn:
-        cursor = await conn.execute(FIRST_FAILED_SQL, {"queue": FILES_QUEUE})
-        row = await cursor.fetchone()
-    if row is None:
+    page = await jobs.dashboard.get_recent_jobs(
+        queue=FILES_QUEUE, state="failed", per_page=1
+    )
+    if not page.jobs:
         return "No file job failed: every file was UTF-8 text."
-    job_id = int(row[0])
-    try:
-        detail = await jobs.dashboard.get_job_by_id(job_id)
-    except NotImplementedError:
-        return f"Failed job {job_id}"
+    detail = await jobs.dashboard.get_job_by_id(page.jobs[0].id)
     if detail is None:
-        return f"Failed job {job_id} was deleted before it could be shown."
-    return "One failed job:\n\n" + job_detail(detail, tracebacks=tracebacks)
+        return f"Failed job {page.jobs[0].id} was deleted before it could be shown."
+    return "One of the failed jobs:\n\n" + job_detail(detail, tracebacks=tracebacks)
 
 
 async def run(dsn: str, options: DemoOptions, *, out: TextIO, err: TextIO) -> None:
@@ -356,7 +320,7 @@ async def run(dsn: str, options: DemoOptions, *, out: TextIO, err: TextIO) -> No
         elapsed = time.monotonic() - progress.started
 
         print(f"\nDone in {elapsed:.1f} s.\n", file=out)
-        print(await queue_counts_table(jobs), file=out)
+        print(stats_table(await jobs.dashboard.get_stats()), file=out)
         print(f"\n{await describe_totals(jobs)}", file=out)
         print(
             f"\n{await describe_failed_job(jobs, tracebacks=options.verbose)}",
