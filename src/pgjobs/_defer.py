@@ -1,8 +1,8 @@
 """Writing jobs: through the pool, or on the caller's own connection.
 
-A singleton key that is taken surfaces here as a unique violation from
-PostgreSQL, the only race-free check; it is turned into None or
-`DuplicateJob`, never passed on as a database error.
+A taken singleton key surfaces here as a unique violation from PostgreSQL,
+because only the database can check keys without a race. It is turned into
+None or `DuplicateJob` and never passed on as a database error.
 """
 
 from __future__ import annotations
@@ -72,8 +72,8 @@ def _on_duplicate(
 
 
 def _duplicate_error(jobs: Sequence[procrastinate.jobs.Job], key: str) -> DuplicateJob:
-    # The index of pgjobs reports no key, so with one keyed job the key is
-    # that job's; among several, the first keyed job stands for the batch.
+    # A violation of the pgjobs index reports no key. With one keyed job the
+    # key is that job's, and among several the first keyed job is named.
     keyed = [job for job in jobs if job.queueing_lock]
     job = next((job for job in keyed if job.queueing_lock == key), keyed[0])
     return DuplicateJob(job.queue, key or job.queueing_lock or "")

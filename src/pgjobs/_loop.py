@@ -1,8 +1,8 @@
 """The event loop that owns the pool, and how calls from elsewhere reach it.
 
 psycopg's async pool and procrastinate's app belong to the loop that opened
-them. `LoopOwner` records that loop, starts the pool on it exactly once, and
-hands calls made on other loops or threads over to it. Sync callers with no
+them. `LoopOwner` records that loop, starts the pool on it once, and hands
+calls made on other loops or threads over to it. Sync callers with no
 loop of their own get a `LoopThread`.
 """
 
@@ -95,7 +95,7 @@ def _succeeded(task: asyncio.Task[None]) -> bool:
 
 
 class LoopOwner:
-    """Starts the pool once, on one loop, and runs every call on that loop.
+    """Owner of the pool's loop: one start, and every call run on that loop.
 
     Concurrent first calls share one start. A failed start is forgotten, so
     the next call tries again. When the owning loop has been closed (an

@@ -226,7 +226,7 @@ class SendMethods:
         """Validate every payload, then enqueue all in one statement.
 
         Either every job is written or none is. The options apply to every
-        job, except `singleton_keys`, which holds one key (or None) per
+        job, except `singleton_keys`, which contains one key (or None) per
         payload.
 
         Returns:

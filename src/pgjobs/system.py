@@ -171,7 +171,7 @@ class JobSystem(SendMethods):
         start_worker: bool = True,
         queues: Sequence[str] | None = None,
     ) -> None:
-        """Prepare the database and, unless told not to, start the workers.
+        """Prepare the database and start the workers unless start_worker is False.
 
         Steps: start the pool, install the schema if absent (under an
         advisory lock), recover orphaned jobs, check the handlers against the
