@@ -178,7 +178,7 @@ def split_cron(cron: str) -> tuple[str, bool]:
 class Schedule(BaseModel):
     """A cron schedule that sends one job to a queue at each tick.
 
-    `cron` has 5 fields, or 6 with seconds first; it is read in `timezone`
+    `cron` has 5 fields, or 6 with seconds first. It is read in `timezone`
     (an IANA name), so a 03:00 job stays at 03:00 across DST changes.
     """
 
@@ -293,8 +293,8 @@ def _dsn_from_environment() -> SecretStr | None:
 
 
 def _check_dsn(value: SecretStr) -> SecretStr:
-    # Messages quote no part of the dsn except a port: the rest may hold a
-    # password, and so may the parser's own error message.
+    # Messages quote no part of the dsn except a port, because the rest may
+    # contain a password, and so may the parser's own error message.
     text = value.get_secret_value()
     if not text.strip():
         raise ValueError(

@@ -139,7 +139,7 @@ class UsageError(PgJobsError, RuntimeError):
     """An API call made in a context where it cannot work."""
 
 
-# Inputs under these top-level fields are never quoted: they may hold secrets.
+# Inputs under these top-level fields are never quoted: they may contain secrets.
 _SECRET_FIELDS = frozenset({"dsn"})
 
 
