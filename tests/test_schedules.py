@@ -204,3 +204,31 @@ async def test_schedule_model_payload_loads(make_system: Any) -> None:
     await wait_for(lambda: received)
 
     assert received[0] == Report(type="daily")
+
+
+def defer_tick(query: Any, timestamp: int) -> int | None:
+    """Defer tick `timestamp` of schedule `s` as procrastinate's deferrer does."""
+    [(job_id,)] = query(
+        "SELECT procrastinate_defer_periodic_job_v2("
+        "'q', NULL, NULL, 'q', 0, 's', %s, '{}'::jsonb)",
+        timestamp,
+    )
+    return job_id  # type: ignore[no-any-return]
+
+
+async def test_schedule_late_tick_skipped(make_system: Any, query: Any) -> None:
+    jobs = make_system(queues={"q": pgjobs.queue()})
+    await jobs.init_jobs({"q": print}, start_worker=False)
+
+    first = defer_tick(query, 1_000)
+    second = defer_tick(query, 1_001)
+    # A worker whose clock runs behind defers the older tick again after its
+    # peer has moved on and procrastinate has dropped the older tick's row.
+    late = defer_tick(query, 1_000)
+    again = defer_tick(query, 1_001)
+
+    assert first is not None
+    assert second is not None
+    assert late is None
+    assert again is None
+    assert query("SELECT count(*) FROM procrastinate_jobs") == [(2,)]

@@ -1,6 +1,7 @@
--- Pin the search path of procrastinate's functions and triggers, so a job
--- sent on a caller's own connection (whose search_path is its own) still
--- reaches the tables of this schema.
+-- Pin the search path of procrastinate's functions and triggers, and of
+-- pgjobs' trigger on them, so a job sent on a caller's own connection (whose
+-- search_path is its own) still reaches the tables of this schema. pgjobs'
+-- other functions are left alone: a pinned SQL function cannot be inlined.
 DO $pin$
 DECLARE
     fn regprocedure;
@@ -9,7 +10,8 @@ BEGIN
         SELECT p.oid::regprocedure
           FROM pg_proc p
          WHERE p.pronamespace = current_schema()::regnamespace
-           AND p.proname LIKE 'procrastinate\_%'
+           AND (p.proname LIKE 'procrastinate\_%'
+                OR p.proname = 'pgjobs_skip_stale_tick_v1')
     LOOP
         EXECUTE format(
             'ALTER FUNCTION %s SET search_path = pg_catalog, %I',

@@ -38,3 +38,36 @@ CREATE TABLE pgjobs_queues (
 CREATE UNIQUE INDEX pgjobs_singleton_active_idx
     ON procrastinate_jobs (queueing_lock)
     WHERE status IN ('todo', 'doing') AND queueing_lock IS NOT NULL;
+
+-- procrastinate keeps one job per schedule tick with a unique row per
+-- (task, schedule, tick) in procrastinate_periodic_defers, and deletes the
+-- rows of older ticks as it goes. A worker whose clock runs behind, or that
+-- lags a tick behind its peers, then finds no row for an older tick and
+-- defers it a second time. This trigger skips a tick that is not newer than
+-- one already deferred. The lock per schedule keeps two workers from both
+-- passing the check before either commits.
+CREATE FUNCTION pgjobs_skip_stale_tick_v1()
+    RETURNS trigger
+    LANGUAGE plpgsql
+AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(
+        hashtext('pgjobs.schedule_tick'),
+        hashtext(current_schema() || '/' || NEW.task_name || '/' || NEW.periodic_id)
+    );
+    IF EXISTS (
+        SELECT 1
+          FROM procrastinate_periodic_defers tick
+         WHERE tick.task_name = NEW.task_name
+           AND tick.periodic_id = NEW.periodic_id
+           AND tick.defer_timestamp >= NEW.defer_timestamp
+    ) THEN
+        RETURN NULL;
+    END IF;
+    RETURN NEW;
+END;
+$$;
+
+CREATE TRIGGER pgjobs_skip_stale_tick_v1
+    BEFORE INSERT ON procrastinate_periodic_defers
+    FOR EACH ROW EXECUTE FUNCTION pgjobs_skip_stale_tick_v1();
