@@ -185,7 +185,11 @@ class AttemptRecord(_Model):
 
 
 class JobEvent(_Model):
-    """One entry of a job's timeline, as procrastinate recorded it."""
+    """One entry of a job's timeline, as procrastinate recorded it.
+
+    `JobDetail.events` lists them by `at`. A 'scheduled' event's `at` is the
+    start time it set, which may be in the future.
+    """
 
     type: str
     at: datetime.datetime | None
@@ -230,7 +234,8 @@ class CancelResult(_Model):
     """Outcome of `cancel_job`.
 
     action: "cancelled" for a waiting job, "abort_requested" for a running
-    one (it ends as aborted), "unchanged" for a finished one.
+    one (see `Dashboard.cancel_job` for how it ends), "unchanged" for a
+    finished one. `state` is the state right after the call.
     """
 
     job_id: int

@@ -57,11 +57,13 @@ def build_stats(rows: Sequence[Mapping[str, Any]], config: JobSystemConfig) -> S
         settings = row["settings"]
         if settings is None and configured:
             settings = queue_settings(config.queues[name])
+        age = row["oldest_ready_age_seconds"]
         found[name] = QueueStats(
             queue=name,
             configured=configured,
             total=total,
-            oldest_ready_age_seconds=row["oldest_ready_age_seconds"],
+            # The server clock may step back; an age is never negative.
+            oldest_ready_age_seconds=None if age is None else max(0.0, age),
             settings=settings,
             **counts,
         )

@@ -251,9 +251,12 @@ class Dashboard:
         """Cancel a waiting job or request the abort of a running one.
 
         A waiting job becomes cancelled at once. A running job gets an abort
-        request: its worker cancels an async handler, a sync handler sees
-        `context.should_abort()` turn true, and the job ends as aborted, not
-        retried. A finished job is left as it is (`action="unchanged"`).
+        request (`action="abort_requested"`) and ends once, in a final state,
+        without a retry. Its worker cancels an async handler, and the job
+        ends as aborted. A sync handler cannot be interrupted, so it sees
+        `context.should_abort()` turn true: if it then raises, the job ends
+        as aborted; if it returns, as succeeded. A finished job is left as
+        it is (`action="unchanged"`).
 
         Raises:
             JobNotFound: no job has this id (never sent, or pruned).

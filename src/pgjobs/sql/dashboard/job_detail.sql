@@ -1,5 +1,7 @@
 -- One job with its timeline, its attempt records and its queue's recorded
--- settings, in one round trip.
+-- settings, in one round trip. Events are in time order: a 'scheduled'
+-- event carries the start time it sets, so it sorts after earlier events
+-- even when it was written first.
 SELECT job.id,
        job.queue_name,
        job.task_name,
@@ -16,7 +18,7 @@ SELECT job.id,
        (SELECT coalesce(
                    jsonb_agg(
                        jsonb_build_object('type', event.type, 'at', event.at)
-                       ORDER BY event.id
+                       ORDER BY event.at, event.id
                    ),
                    '[]'
                )

@@ -45,13 +45,13 @@ counts AS (
            coalesce(finished.failed, 0) AS failed,
            coalesce(finished.cancelled, 0) AS cancelled,
            coalesce(finished.aborted, 0) AS aborted,
-           greatest(0, extract(epoch FROM now() - least(
+           extract(epoch FROM now() - least(
                live.oldest_ready_scheduled_at,
                (SELECT min(event.at)
                   FROM procrastinate_events AS event
                  WHERE event.job_id = live.oldest_ready_id
                    AND event.type = 'deferred')
-           )))::float8 AS oldest_ready_age_seconds,
+           ))::float8 AS oldest_ready_age_seconds,
            queues.settings
       FROM live
       FULL JOIN finished ON finished.queue_name = live.queue_name
