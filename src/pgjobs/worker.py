@@ -170,6 +170,13 @@ def _storable_result(value: Any) -> tuple[Any, str | None]:
     return data, None
 
 
+# An async handler is cancelled at its timeout, so only a sync handler's
+# thread needs a flag of its own for should_abort(). Async runs share this
+# one, which nothing sets: creating an Event per job costs more than a no-op
+# job's handler call.
+_NEVER_SET = threading.Event()
+
+
 class QueueTask:
     """The procrastinate task function of one queue."""
 
@@ -217,7 +224,7 @@ class QueueTask:
     ) -> Any:
         job = context.job
         assert job.id is not None  # procrastinate only runs stored jobs
-        timed_out = threading.Event()
+        timed_out = _NEVER_SET if self.handler_is_async else threading.Event()
         job_context = JobContext(
             job_id=job.id,
             queue=self.queue_name,
@@ -319,8 +326,12 @@ class _Run:
         self.context = context
         self.job_context = job_context
         self.job = context.job
-        self.started_at = datetime.datetime.fromtimestamp(
-            context.start_timestamp, datetime.UTC
+
+    @functools.cached_property
+    def started_at(self) -> datetime.datetime:
+        # Computed when an attempt is recorded; a plain success records none.
+        return datetime.datetime.fromtimestamp(
+            self.context.start_timestamp, datetime.UTC
         )
 
     async def succeeded(self, result: Any) -> Any:
