@@ -361,3 +361,9 @@ def test_config_is_frozen() -> None:
     config = pgjobs.JobSystemConfig(dsn=DSN)
     with pytest.raises(pydantic.ValidationError):
         config.schema_name = "other"  # type: ignore[misc]
+
+
+def test_config_model_validate_hides_password() -> None:
+    with pytest.raises(ValueError, match="schema") as caught:
+        pgjobs.JobSystemConfig.model_validate({"dsn": DSN, "schema": "X"})
+    assert PASSWORD not in str(caught.value)

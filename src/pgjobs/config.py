@@ -330,6 +330,9 @@ class JobSystemConfig(BaseModel):
         arbitrary_types_allowed=True,
         allow_inf_nan=False,
         populate_by_name=True,
+        # pydantic's own message (from model_validate) would quote the whole
+        # input, dsn and password included.
+        hide_input_in_errors=True,
     )
 
     dsn: SecretStr | None = Field(default_factory=_dsn_from_environment)
