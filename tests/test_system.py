@@ -292,3 +292,18 @@ async def test_start_retried_after_failure(
         await jobs.stop()
     rows = query("SELECT args FROM procrastinate_jobs WHERE id = %s", job_id)
     assert rows == [({"payload": {"after": "retry"}},)]
+
+
+def test_start_again_after_loop_closed(dsn: str, query: Query) -> None:
+    jobs = pgjobs.create_job_system(build_config(dsn, queues={"q": pgjobs.queue()}))
+
+    async def send() -> tuple[Any, Any, Any]:
+        job_id = await jobs.send("q", {})
+        return job_id, jobs.pool, jobs.app.connector.pool  # type: ignore[attr-defined]
+
+    first_id, first_pool, _ = asyncio.run(send())
+    second_id, second_pool, app_pool = asyncio.run(send())
+    asyncio.run(jobs.stop())
+    assert second_pool is not first_pool
+    assert app_pool is second_pool
+    assert second_id != first_id

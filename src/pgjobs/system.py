@@ -121,7 +121,14 @@ class JobSystem(SendMethods):
         # The loop that owned the pool was closed (asyncio.run returned), so
         # the pool went with it; the next call starts afresh on its own loop.
         self._pool = None
+        self._detach_pool()
         self._setup.forget()
+
+    def _detach_pool(self) -> None:
+        # procrastinate keeps the first pool it was given and ignores later
+        # ones, so a fresh connector lets the next start hand it a new pool.
+        self.app.connector = procrastinate.PsycopgConnector()
+        self.app.job_manager.connector = self.app.connector
 
     async def _run(self, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
         """Run `make()` on the loop that owns the pool, starting it if needed."""
@@ -269,10 +276,7 @@ class JobSystem(SendMethods):
         if pool is None:
             return
         await self.app.close_async()
-        # procrastinate keeps a pool it was given; a fresh connector lets the
-        # next start hand it a new one.
-        self.app.connector = procrastinate.PsycopgConnector()
-        self.app.job_manager.connector = self.app.connector
+        self._detach_pool()
         await pool.close()
         logger.info("Stopped the job system", extra={"action": "stop"})
 
