@@ -95,18 +95,21 @@ def _positive_int(kind: str, maximum: int | None = None) -> Callable[[str], int]
 # -- parser ------------------------------------------------------------------
 
 
-def _common_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+def _common_options(
+    parser: argparse.ArgumentParser, *, top: bool, app: bool = True
+) -> None:
     # The options are accepted both before and after the command name. On a
     # command, the default is SUPPRESS so that it does not overwrite a value
     # given before the command name.
     default: Any = None if top else argparse.SUPPRESS
-    parser.add_argument(
-        "--app",
-        metavar="MODULE:ATTR",
-        default=default,
-        help="the job system: a JobSystem, or a function with no arguments "
-        f"that returns one, as module:attribute (default: ${APP_ENV_VAR})",
-    )
+    if app:
+        parser.add_argument(
+            "--app",
+            metavar="MODULE:ATTR",
+            default=default,
+            help="the job system: a JobSystem, or a function with no arguments "
+            f"that returns one, as module:attribute (default: ${APP_ENV_VAR})",
+        )
     parser.add_argument(
         "-v",
         "--verbose",
@@ -129,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     common = argparse.ArgumentParser(add_help=False)
     _common_options(common, top=False)
+    verbose_only = argparse.ArgumentParser(add_help=False)
+    _common_options(verbose_only, top=False, app=False)
     as_json = argparse.ArgumentParser(add_help=False)
     as_json.add_argument(
         "--json", action="store_true", help="print JSON for programs to read"
@@ -173,12 +178,25 @@ def build_parser() -> argparse.ArgumentParser:
         description="List jobs, newest first, one page at a time.",
     )
     jobs.add_argument("--queue", help="only jobs of this queue")
-    jobs.add_argument("--state", choices=JOB_STATES, help="only jobs in this state")
     jobs.add_argument(
-        "--search", metavar="TEXT", help="only jobs whose payload contains TEXT"
+        "--state",
+        choices=JOB_STATES,
+        metavar="STATE",
+        help=f"only jobs in this state: {', '.join(JOB_STATES)}",
     )
     jobs.add_argument(
-        "--page", type=_positive_int("page"), default=1, help="page number (default 1)"
+        "--search",
+        metavar="TEXT",
+        help="only the job with this id, the jobs with this singleton key, or "
+        "jobs with this value anywhere in the payload (whole values, "
+        "case-sensitive)",
+    )
+    jobs.add_argument(
+        "--page",
+        type=_positive_int("page"),
+        default=1,
+        metavar="N",
+        help="page number (default 1)",
     )
     jobs.add_argument(
         "--per-page",
@@ -240,8 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         dest="states",
         choices=FINISHED_STATES,
-        help="delete only jobs in this final state; repeat for several "
-        "(default: all final states)",
+        metavar="STATE",
+        help=f"delete only jobs in this final state ({', '.join(FINISHED_STATES)}); "
+        "repeat for several (default: all four)",
     )
 
     commands.add_parser(
@@ -254,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo",
-        parents=[common],
+        parents=[verbose_only],
         help="process the files of a directory tree as jobs",
         description="Send one job per file of a directory tree (the Python "
         "standard library by default); each job stores the file's SHA-256 "
