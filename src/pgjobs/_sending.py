@@ -52,20 +52,20 @@ def resolve_queue(
 
 
 def _unknown_definition(config: JobSystemConfig, names: list[str]) -> QueueNotFound:
-    error = QueueNotFound("<definition>", list(config.queues))
     if names:
-        error.args = (
-            f"this queue definition is configured under several names "
+        message = (
+            "this queue definition is configured under several names "
             f"({', '.join(map(repr, names))}); send by name, or call queue() once "
-            "per queue",
+            "per queue"
         )
     else:
-        error.args = (
-            "this queue definition is not in the config (configured queues: "
-            f"{', '.join(map(repr, sorted(config.queues))) or 'none'}); pass the "
-            "object stored in JobSystemConfig.queues, or send by name",
+        configured = ", ".join(map(repr, sorted(config.queues))) or "none"
+        message = (
+            f"this queue definition is not in the config (configured queues: "
+            f"{configured}); pass the object stored in JobSystemConfig.queues, or "
+            "send by name"
         )
-    return error
+    return QueueNotFound(None, list(config.queues), message=message)
 
 
 def _check_key(option: str, value: object) -> str | None:

@@ -34,14 +34,21 @@ class ConfigError(PgJobsError, ValueError):
 
 
 class QueueNotFound(PgJobsError, LookupError):
-    """A queue that the configuration does not define."""
+    """A queue that the configuration does not define.
 
-    def __init__(self, queue: str, known: Sequence[str]) -> None:
+    `queue` is the name asked for, or None for a queue definition object
+    that is not in the config; `known` lists the configured names.
+    """
+
+    def __init__(
+        self, queue: str | None, known: Sequence[str], *, message: str | None = None
+    ) -> None:
         self.queue = queue
         self.known = sorted(known)
         names = ", ".join(repr(name) for name in self.known) or "none"
         super().__init__(
-            f"queue {queue!r} is not configured (configured queues: {names}); "
+            message
+            or f"queue {queue!r} is not configured (configured queues: {names}); "
             "add it to JobSystemConfig.queues or fix the name"
         )
 
