@@ -405,6 +405,12 @@ def test_cli_worker_unknown_queue(migrated: str) -> None:
     assert "'nope'" in result.stderr
 
 
+def test_cli_worker_without_queues(migrated: str) -> None:
+    result = run_cli(migrated, "worker", "tests.apps.cli_app:make_empty_jobs")
+    assert result.returncode == 1
+    assert "has no queues" in result.stderr
+
+
 async def test_cli_worker_sigterm_lets_job_finish(
     migrated: str,
     app_jobs: pgjobs.JobSystem,

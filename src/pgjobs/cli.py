@@ -497,6 +497,11 @@ async def run_worker(jobs: JobSystem, queues: Sequence[str] | None) -> int:
     retried, and every final status is written. Later signals are logged
     and change nothing.
     """
+    if not jobs.config.queues:
+        raise CommandError(
+            "the job system has no queues, so no worker can run; add queues to "
+            "its configuration"
+        )
     loop = asyncio.get_running_loop()
     worker = asyncio.current_task()
     stopping: asyncio.Task[None] | None = None
@@ -537,6 +542,8 @@ async def run_worker(jobs: JobSystem, queues: Sequence[str] | None) -> int:
             await asyncio.shield(stopping)
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
+    if stopping is None:
+        raise CommandError("the workers stopped without a stop signal")
     return EXIT_OK
 
 

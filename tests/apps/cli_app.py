@@ -46,3 +46,8 @@ def make_jobs() -> pgjobs.JobSystem:
 
 
 jobs = make_jobs()
+
+
+def make_empty_jobs() -> pgjobs.JobSystem:
+    """Return a job system with no queue."""
+    return pgjobs.create_job_system({})
