@@ -12,8 +12,10 @@ import os
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Annotated
 
 from litestar import Litestar, asgi, post
+from litestar.params import Body
 from litestar.types import Receive, Scope, Send
 from starlette.requests import Request
 
@@ -37,7 +39,7 @@ async def job_lifespan(app: Litestar) -> AsyncIterator[None]:
 
 
 @post("/emails", status_code=202)
-async def send_email(data: Email) -> dict[str, int | None]:
+async def send_email(data: Annotated[Email, Body()]) -> dict[str, int | None]:
     """Enqueue an e-mail and return the job id."""
     job_id = await jobs.send(EMAILS, data)
     return {"job_id": job_id}

@@ -26,9 +26,11 @@ def format_datetime(value: datetime.datetime | None) -> str:
 
 
 def format_age(seconds: float | None) -> str:
-    """Format a duration in seconds as `42 s`, `3 min 5 s` or `2 h 10 min`."""
+    """Format a duration in seconds as `15 ms`, `42 s`, `3 min 5 s` or `2 h 10 min`."""
     if seconds is None:
         return "—"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
     if seconds < 60:
         return f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s"
     whole = int(seconds)
