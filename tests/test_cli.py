@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 import pgjobs
-from pgjobs import cli
+from pgjobs._cli_parser import build_parser, parse_duration
 from tests.conftest import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,17 +78,17 @@ def job_status(query: Callable[..., list[tuple[Any, ...]]], job_id: int) -> str:
     [("30d", 30 * 86400), ("12h", 43200), ("1h30m", 5400), ("90", 90), ("2w", 1209600)],
 )
 def test_parse_duration_units(text: str, seconds: float) -> None:
-    assert cli.parse_duration(text).total_seconds() == seconds
+    assert parse_duration(text).total_seconds() == seconds
 
 
 @pytest.mark.parametrize("text", ["", "abc", "10x", "0", "-5s", "h"])
 def test_parse_duration_invalid(text: str) -> None:
     with pytest.raises(Exception, match="invalid duration"):
-        cli.parse_duration(text)
+        parse_duration(text)
 
 
 def test_cli_help_names_units() -> None:
-    parser = cli.build_parser()
+    parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
     prune_help = commands["prune"].format_help()
     demo_help = commands["demo"].format_help()
@@ -113,13 +113,13 @@ def test_cli_help_every_command() -> None:
 
 
 def test_cli_options_after_command() -> None:
-    args = cli.build_parser().parse_args(["stats", "--app", "a:b", "-v"])
+    args = build_parser().parse_args(["stats", "--app", "a:b", "-v"])
     assert args.app == "a:b"
     assert args.verbose == 1
 
 
 def test_cli_options_before_command() -> None:
-    args = cli.build_parser().parse_args(["--app", "a:b", "-vv", "stats"])
+    args = build_parser().parse_args(["--app", "a:b", "-vv", "stats"])
     assert args.app == "a:b"
     assert args.verbose == 2
 

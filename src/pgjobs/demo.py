@@ -243,8 +243,10 @@ async def wait_until_done(
 ) -> None:
     """Show progress until every file job is finished."""
     while True:
+        # Read before counting: every job is in the table once this is true.
+        sent_all = sending.done()
         counts = await count_statuses(jobs, FILES_QUEUE)
-        if sending.done():
+        if sent_all:
             await sending
             if not counts.get("todo") and not counts.get("doing"):
                 progress.show(counts, final=True)
