@@ -166,8 +166,8 @@ def build_system(dsn: str, schema: str) -> JobSystem:
             "schedules": {
                 HEARTBEAT_QUEUE: {"queue": HEARTBEAT_QUEUE, "cron": "*/2 * * * * *"}
             },
-            # Retries wait half a second; a short poll picks them up promptly
-            # because their NOTIFY arrives before they are due.
+            # procrastinate sends NOTIFY for new jobs only, so a worker finds a
+            # retry at its next poll; a short poll keeps retries prompt.
             "worker": {"polling_interval": 0.5, "graceful_timeout": 10.0},
         }
     )
