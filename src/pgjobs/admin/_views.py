@@ -323,7 +323,9 @@ def _read_filters(request: Request) -> dict[str, Any]:
     state = params.get("state") or None
     if state is not None and state not in JOB_STATES:
         raise DashboardQueryError(
-            f"state {state!r} is not a job state; use one of {', '.join(JOB_STATES)}"
+            f"state {state!r} is not a job state; use one of {', '.join(JOB_STATES)}",
+            argument="state",
+            value=state,
         )
     return {
         "queue": params.get("queue") or None,
@@ -340,7 +342,9 @@ def _read_int(request: Request, name: str, default: int) -> int:
         return int(text)
     except ValueError:
         raise DashboardQueryError(
-            f"{name} must be a whole number, got {text[:40]!r}"
+            f"{name} must be a whole number, got {text[:40]!r}",
+            argument=name,
+            value=text,
         ) from None
 
 
