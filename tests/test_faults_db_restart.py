@@ -1,0 +1,170 @@
+"""The database restarts while workers run jobs and a sender sends more.
+
+The server is a cluster of the test's own, stopped with `pg_ctl -m fast`
+(which ends every session, as a restart or failover does) and started
+again. Worker processes and the in-test sender must reconnect by
+themselves; every job whose send returned an id must end succeeded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import psycopg
+import pytest
+
+import pgjobs
+from tests.conftest import FAST_WORKER, wait_for
+from tests.faults.fixtures import describe_processes, fetch, statuses
+from tests.faults.runs import create_runs_table
+from tests.faults.servers import TempCluster
+
+pytestmark = pytest.mark.timeout(240)
+
+PASSWORD = "restart-secret-pw"
+QUEUES = {"stream": {"retry_limit": 5, "retry_delay": 0.5, "concurrency": 4}}
+WORKER_CONFIG = {"queues": QUEUES, "worker": FAST_WORKER, "pool": {"timeout": 5.0}}
+OUTAGE_SECONDS = 3.0
+
+
+class Sender:
+    """Sends jobs one by one and in batches, noting what each call did."""
+
+    def __init__(self, jobs: pgjobs.JobSystem) -> None:
+        self.jobs = jobs
+        self.sent: dict[int, int] = {}  # payload number -> job id
+        self.failed_single: list[int] = []
+        self.failed_batches: list[list[int]] = []
+        self.errors: list[BaseException] = []
+        self.counter = 0
+        self.stopping = asyncio.Event()
+
+    def _next(self) -> int:
+        self.counter += 1
+        return self.counter
+
+    async def run(self) -> None:
+        while not self.stopping.is_set():
+            number = self._next()
+            try:
+                job_id = await self.jobs.send("stream", {"n": number, "result": True})
+            except pgjobs.PgJobsError as exc:
+                self.errors.append(exc)
+                self.failed_single.append(number)
+            else:
+                assert job_id is not None
+                self.sent[number] = job_id
+            batch = [self._next() for _ in range(3)]
+            try:
+                ids = await self.jobs.send_many(
+                    "stream", [{"n": n, "result": True} for n in batch]
+                )
+            except pgjobs.PgJobsError as exc:
+                self.errors.append(exc)
+                self.failed_batches.append(batch)
+            else:
+                self.sent.update(zip(batch, ids, strict=True))
+            await asyncio.sleep(0.05)
+
+
+def with_password(dsn: str) -> str:
+    """Add a password to `dsn`; the trust-auth test cluster ignores it."""
+    return psycopg.conninfo.make_conninfo(dsn, password=PASSWORD)
+
+
+async def test_db_restart_nothing_lost(
+    temp_cluster: TempCluster,
+    spawn_worker: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    with psycopg.connect(temp_cluster.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE DATABASE restart")
+    dsn = with_password(temp_cluster.dsn("restart"))
+    create_runs_table(dsn)
+    installer = pgjobs.create_job_system({"dsn": dsn})
+    await installer.migrate()
+    await installer.stop()
+
+    workers = [spawn_worker(dsn, WORKER_CONFIG) for _ in range(2)]
+    jobs = pgjobs.create_job_system(
+        {
+            "dsn": dsn,
+            "queues": {"stream": pgjobs.queue(**QUEUES["stream"])},
+            "pool": {"timeout": 2.0, "connect_timeout": 2.0},
+        }
+    )
+    sender = Sender(jobs)
+    task = asyncio.create_task(sender.run())
+    try:
+        # Both processes run (one procrastinate worker each) before the outage:
+        # a worker that cannot connect at start-up exits, by design.
+        await wait_for(
+            lambda: fetch(dsn, "SELECT count(*) FROM procrastinate_workers")[0][0] == 2,
+            timeout=60,
+        )
+        await wait_for(lambda: len(sender.sent) >= 40, timeout=60)
+        await wait_for(lambda: _succeeded(dsn) >= 20, timeout=60)
+
+        # pg_ctl runs on a thread: a server in fast shutdown waits for the
+        # sessions of clients that do not read, as a blocked loop would not.
+        await asyncio.to_thread(temp_cluster.stop, "fast")
+        await asyncio.sleep(OUTAGE_SECONDS)
+        await asyncio.to_thread(temp_cluster.start)
+
+        after_restart = len(sender.sent)
+        await wait_for(lambda: len(sender.sent) >= after_restart + 40, timeout=90)
+    finally:
+        sender.stopping.set()
+        await task
+        await jobs.stop()
+
+    def all_sent_succeeded() -> bool:
+        current = statuses(dsn)
+        return all(
+            current.get(job_id) == "succeeded" for job_id in sender.sent.values()
+        )
+
+    try:
+        await wait_for(all_sent_succeeded, timeout=120, interval=0.5)
+    except AssertionError:
+        unfinished = {
+            job_id: status
+            for job_id, status in statuses(dsn).items()
+            if status != "succeeded"
+        }
+        raise AssertionError(
+            f"jobs not succeeded: {unfinished}\n{describe_processes(*workers)}"
+        ) from None
+
+    # Sends failed during the outage, each with a clear connection error.
+    assert sender.errors
+    assert all(isinstance(exc, pgjobs.DatabaseUnavailable) for exc in sender.errors)
+    # Nothing half-written: a failed batch left all of its jobs or none.
+    stored = _stored_numbers(dsn)
+    for batch in sender.failed_batches:
+        present = [number for number in batch if number in stored]
+        assert present in ([], batch), batch
+    # Every stored job is one that was sent, and none was stored twice.
+    assert len(stored) == len(set(stored))
+    assert set(stored) <= set(range(1, sender.counter + 1))
+    # Both worker processes survived the outage and reconnected.
+    assert all(worker.alive() for worker in workers), describe_processes(*workers)
+    # No message or log line shows the password.
+    texts = [str(exc) for exc in sender.errors] + [caplog.text]
+    texts += [worker.output() for worker in workers]
+    assert not any(PASSWORD in text for text in texts)
+
+
+def _succeeded(dsn: str) -> int:
+    rows = fetch(
+        dsn, "SELECT count(*) FROM procrastinate_jobs WHERE status='succeeded'"
+    )
+    return int(rows[0][0])
+
+
+def _stored_numbers(dsn: str) -> list[int]:
+    rows = fetch(dsn, "SELECT (args -> 'payload' ->> 'n')::int FROM procrastinate_jobs")
+    return [row[0] for row in rows]
