@@ -13,6 +13,7 @@ import pytest
 
 import pgjobs
 from pgjobs.dashboard import (
+    COUNT_LIMIT,
     JOB_STATES,
     MAX_OFFSET,
     MAX_PER_PAGE,
@@ -526,6 +527,31 @@ async def test_recent_jobs_search_count_limit(make_system: Any) -> None:
     assert page.pages == 3
     assert page.total_is_estimate is False
     assert page.next_cursor is not None
+
+
+async def test_recent_jobs_task_count_limit(make_system: Any) -> None:
+    jobs = make_dashboard_system(make_system)
+    await jobs.send_many("idle", [{}] * (COUNT_LIMIT + 1))
+
+    page = await jobs.dashboard.get_recent_jobs(task="idle", per_page=10)
+    exact = await jobs.dashboard.get_recent_jobs(queue="idle", per_page=10)
+
+    assert page.total == COUNT_LIMIT
+    assert page.total_is_estimate is True
+    assert len(page.jobs) == 10
+    assert exact.total == COUNT_LIMIT + 1
+    assert exact.total_is_estimate is False
+
+
+async def test_recent_jobs_search_past_end(make_system: Any) -> None:
+    jobs = make_dashboard_system(make_system)
+    await jobs.send_many("idle", [{"tag": "same"}] * 3)
+
+    page = await jobs.dashboard.get_recent_jobs(search="same", per_page=2, page=3)
+
+    assert page.jobs == []
+    assert page.total == 3
+    assert page.pages == 2
 
 
 # -- job detail ---------------------------------------------------------

@@ -52,7 +52,7 @@ keyset cursor in `JobPage.next_cursor` costs the same at any depth.
 """
 
 COUNT_LIMIT = 10_000
-"""Matches counted exactly when a task or search filter is given."""
+"""Matches counted one by one, where no index or counter gives the total."""
 
 MAX_SEARCH_CHARS = 500
 """The longest accepted `search` text."""
@@ -144,10 +144,11 @@ class JobPage(_Model):
     """One page of jobs, newest first, and where the next page starts.
 
     Attributes:
-        total: jobs matching the filters. Without task or search filters it
-            is exact. With them, matches are counted up to `COUNT_LIMIT`;
-            beyond that `total` is `COUNT_LIMIT` and `total_is_estimate` is
-            True, meaning the real number is larger.
+        total: jobs matching the filters. It is exact, except with a task
+            filter (or a search on a page past its last match), where jobs
+            are counted one by one up to `COUNT_LIMIT`: beyond that `total`
+            is `COUNT_LIMIT` and `total_is_estimate` is True, meaning the
+            real number is larger.
         pages: pages of `per_page` jobs needed for `total`, at least 1.
         next_cursor: pass it as `cursor` to get the next page; None on the
             last page.

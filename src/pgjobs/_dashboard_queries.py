@@ -78,9 +78,11 @@ async def read_snapshot(conn: Connection) -> AsyncIterator[None]:
     One snapshot keeps the statistics and the page of `get_data` consistent
     with each other. JIT is off because the planner's cost estimates of the
     merged job-list scans can pass jit_above_cost, and compiling then takes
-    hundreds of milliseconds for a query that runs in one or two.
+    hundreds of milliseconds for a query that runs in one or two. Pipeline
+    mode sends BEGIN and both settings with the first query, in one round
+    trip.
     """
-    async with conn.transaction():
+    async with conn.pipeline(), conn.transaction():
         await conn.execute(
             "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY", prepare=False
         )
@@ -105,20 +107,30 @@ def _capped_count_sql(kind: str) -> LiteralString:
 
 
 async def _fetch_all(
-    conn: Connection, query: LiteralString, params: Mapping[str, Any]
+    conn: Connection,
+    query: LiteralString,
+    params: Mapping[str, Any],
+    *,
+    custom_plan: bool = False,
 ) -> list[dict[str, Any]]:
-    # prepare=False: every call is planned with its own values, so the
-    # optional filters written as (%(x)s IS NULL OR ...) fold away and each
-    # plan uses the index of the filters actually given.
+    # custom_plan: plan each call with its own values, never from a prepared
+    # statement, so that optional filters written as (%(x)s IS NULL OR ...)
+    # fold away and each plan uses the index of the filters actually given.
+    # Other queries let psycopg prepare them after a few calls, which saves
+    # their planning time.
     async with conn.cursor(row_factory=dict_row) as cursor:
-        await cursor.execute(query, params, prepare=False)
+        await cursor.execute(query, params, prepare=False if custom_plan else None)
         return await cursor.fetchall()
 
 
 async def _fetch_one(
-    conn: Connection, query: LiteralString, params: Mapping[str, Any]
+    conn: Connection,
+    query: LiteralString,
+    params: Mapping[str, Any],
+    *,
+    custom_plan: bool = False,
 ) -> dict[str, Any] | None:
-    rows = await _fetch_all(conn, query, params)
+    rows = await _fetch_all(conn, query, params, custom_plan=custom_plan)
     return rows[0] if rows else None
 
 
@@ -139,11 +151,15 @@ async def fetch_page(
     params = query.params(
         limit=query.per_page + 1, offset=query.offset, before=query.before
     )
-    rows = await _fetch_all(conn, _page_sql(kind), params)
+    rows = await _fetch_all(conn, _page_sql(kind), params, custom_plan=True)
     jobs = [JobSummary.model_validate(_dashboard_rows.summary(row)) for row in rows]
     more = len(jobs) > query.per_page
     jobs = jobs[: query.per_page]
     estimate = False
+    if total is None and rows and rows[0]["total_matches"] is not None:
+        total = int(rows[0]["total_matches"])
+    if total is None and not rows and query.offset == 0 and query.before == MAX_JOB_ID:
+        total = 0
     if total is None:
         total, estimate = await count_jobs(conn, query, kind)
     return JobPage(
@@ -161,12 +177,12 @@ async def count_jobs(conn: Connection, query: PageQuery, kind: str) -> tuple[int
     """Return (number of matches, whether it is only a lower bound)."""
     if query.task is None and query.search is None:
         params = query.params(limit=0, offset=0, before=MAX_JOB_ID)
-        row = await _fetch_one(conn, COUNT_SQL, params)
+        row = await _fetch_one(conn, COUNT_SQL, params, custom_plan=True)
         return (int(row["total"]) if row else 0), False
     # No index counts task or search matches, so they are counted one by one,
     # up to a limit that keeps the cost of one page bounded.
     params = query.params(limit=COUNT_LIMIT + 1, offset=0, before=MAX_JOB_ID)
-    row = await _fetch_one(conn, _capped_count_sql(kind), params)
+    row = await _fetch_one(conn, _capped_count_sql(kind), params, custom_plan=True)
     counted = int(row["total"]) if row else 0
     if counted > COUNT_LIMIT:
         return COUNT_LIMIT, True

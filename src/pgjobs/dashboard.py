@@ -7,8 +7,8 @@ runs the same coroutines from sync code. Every return value is a pydantic
 model, so `model.model_dump(mode="json")` is ready for a JSON endpoint.
 
 Speed at a million jobs rests on migration 0002: counters of finished jobs
-kept by triggers, a partial index of waiting and running jobs, an index on
-(queue_name, status, id) for job lists, and indexes for search.
+kept by triggers, partial indexes on (queue_name, status, id) for waiting
+and running jobs and for finished ones, and indexes for search.
 """
 
 from __future__ import annotations
@@ -156,7 +156,11 @@ class Dashboard:
                 so combine it with `queue` on large tables.
             search: a job id, a singleton key, or a value found anywhere in
                 the payload. Values match whole and case-sensitively: "42"
-                matches the string "42" and the number 42, not "4200".
+                matches the string "42" and the number 42, not "4200". Ids,
+                keys and finished jobs' payloads are found through indexes;
+                the payloads of waiting and running jobs are read one by
+                one, so a search costs time in proportion to their number.
+                A value shared by many jobs makes a slow search.
             cursor: the `next_cursor` of the previous page. It reads the
                 next page at the same cost however deep it is, and jobs sent
                 meanwhile do not shift it. The page number comes from it, so

@@ -24,36 +24,50 @@ queues AS MATERIALIZED (
       FROM queue_names
      WHERE %(queue)s::varchar IS NULL AND queue_name IS NOT NULL
 ),
--- Only ids are read from the index here, so for a filter on the queue or on
--- a status alone the scan is index-only; the rows are fetched below.
+-- Only ids are read from the indexes here, so for a filter on the queue or
+-- on a status alone the scans are index-only; the rows are fetched below.
+-- Each status is looked up in the partial index that holds it: the extra
+-- status test in each branch is what lets the planner use that index.
 picked AS (
     SELECT pick.id
       FROM queues
      CROSS JOIN unnest(%(statuses)s::procrastinate_job_status[]) AS wanted(status)
      CROSS JOIN LATERAL (
-        SELECT id
-          FROM procrastinate_jobs
-         WHERE queue_name = queues.queue_name
-           AND status = wanted.status
-           AND id < %(before)s
-           AND (
-               %(state)s::text IS NULL
-               OR pgjobs_job_state(status, scheduled_at, attempts) = %(state)s::text
-           )
-           AND (%(task)s::varchar IS NULL OR task_name = %(task)s::varchar)
-         -- Ordering by the whole index key is the same as by id here, since
-         -- queue and status are fixed, but it keeps the planner from reading
-         -- the primary key backwards and filtering: for a rare status that
-         -- would read the whole table.
-         ORDER BY queue_name DESC, status DESC, id DESC
-         LIMIT %(limit)s + %(offset)s
+        (SELECT id
+           FROM procrastinate_jobs
+          WHERE queue_name = queues.queue_name
+            AND status = wanted.status
+            AND status IN ('todo', 'doing')
+            AND id < %(before)s
+            AND (
+                %(state)s::text IS NULL
+                OR pgjobs_job_state(status, scheduled_at, attempts) = %(state)s::text
+            )
+            AND (%(task)s::varchar IS NULL OR task_name = %(task)s::varchar)
+          -- Ordering by the whole index key is the same as by id here, since
+          -- queue and status are fixed, but it keeps the planner from reading
+          -- the primary key backwards and filtering: for a rare status that
+          -- would read the whole table.
+          ORDER BY queue_name DESC, status DESC, id DESC
+          LIMIT %(limit)s + %(offset)s)
+        UNION ALL
+        (SELECT id
+           FROM procrastinate_jobs
+          WHERE queue_name = queues.queue_name
+            AND status = wanted.status
+            AND status NOT IN ('todo', 'doing')
+            AND id < %(before)s
+            AND (%(task)s::varchar IS NULL OR task_name = %(task)s::varchar)
+          ORDER BY queue_name DESC, status DESC, id DESC
+          LIMIT %(limit)s + %(offset)s)
      ) AS pick
      ORDER BY pick.id DESC
      LIMIT %(limit)s OFFSET %(offset)s
 ),
 candidates AS (
     SELECT job.id, job.queue_name, job.task_name, job.status, job.priority,
-           job.queueing_lock, job.attempts, job.scheduled_at
+           job.queueing_lock, job.attempts, job.scheduled_at,
+           NULL::bigint AS total_matches
       FROM picked
       JOIN procrastinate_jobs AS job ON job.id = picked.id
 )

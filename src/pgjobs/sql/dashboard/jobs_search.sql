@@ -1,17 +1,40 @@
 -- Candidates of a job page that match a search: the job id, the singleton
--- key, or a value anywhere in the payload. The three tests are an OR of
--- three indexes (primary key, pgjobs_jobs_singleton_key_idx and the GIN
--- index pgjobs_jobs_payload_idx); the other filters apply to the matches.
-candidates AS (
+-- key, or a value anywhere in the payload. Each kind of match is read from
+-- its own index: the primary key, pgjobs_jobs_singleton_key_idx, the GIN
+-- index pgjobs_jobs_payload_idx for finished jobs, and for waiting and
+-- running jobs (absent from the GIN index) a partial index of them, then
+-- each one's payload. Written as one OR, the planner cannot estimate a
+-- jsonpath match and may read the whole table backwards instead. The
+-- matches carry their columns, so no join back to the table follows.
+matches AS MATERIALIZED (
     SELECT id, queue_name, task_name, status, priority, queueing_lock,
            attempts, scheduled_at
       FROM procrastinate_jobs
-     WHERE (
-           id = %(search_id)s::bigint
-           OR queueing_lock = %(search)s::text
-           OR (args -> 'payload') @? %(search_path)s::jsonpath
-       )
-       AND id < %(before)s
+     WHERE id = %(search_id)s::bigint
+    UNION
+    SELECT id, queue_name, task_name, status, priority, queueing_lock,
+           attempts, scheduled_at
+      FROM procrastinate_jobs
+     WHERE queueing_lock = %(search)s::text
+    UNION
+    SELECT id, queue_name, task_name, status, priority, queueing_lock,
+           attempts, scheduled_at
+      FROM procrastinate_jobs
+     WHERE status NOT IN ('todo', 'doing')
+       AND (args -> 'payload') @? %(search_path)s::jsonpath
+    UNION
+    SELECT id, queue_name, task_name, status, priority, queueing_lock,
+           attempts, scheduled_at
+      FROM procrastinate_jobs
+     WHERE status IN ('todo', 'doing')
+       AND (args -> 'payload') @? %(search_path)s::jsonpath
+),
+-- total_matches counts every match that passes the filters, computed
+-- before LIMIT, so the page needs no second scan to count them.
+candidates AS (
+    SELECT *, count(*) OVER () AS total_matches
+      FROM matches
+     WHERE id < %(before)s
        AND status = ANY (%(statuses)s::procrastinate_job_status[])
        AND (%(queue)s::varchar IS NULL OR queue_name = %(queue)s::varchar)
        AND (

@@ -14,7 +14,8 @@ SELECT candidate.id,
        times.started_at,
        CASE
            WHEN candidate.status NOT IN ('todo', 'doing') THEN times.finished_at
-       END AS finished_at
+       END AS finished_at,
+       candidate.total_matches
   FROM candidates AS candidate
   LEFT JOIN LATERAL (
       SELECT min(event.at) FILTER (WHERE event.type = 'deferred') AS created_at,

@@ -7,17 +7,21 @@
 -- blocks writes to the jobs table, not reads, until the migration commits.
 LOCK TABLE procrastinate_jobs IN SHARE ROW EXCLUSIVE MODE;
 
--- The job list, newest first, filtered by queue and status. Filters on the
--- status alone read this index once per queue and merge the results.
-CREATE INDEX pgjobs_jobs_queue_status_id_idx
-    ON procrastinate_jobs (queue_name, status, id);
-
--- Waiting and running jobs, for counting them per queue without touching
--- the table. Finished jobs are counted in pgjobs_job_counts instead.
+-- Job lists, newest first, per queue and status, in two partial indexes:
+-- waiting and running jobs in one, finished jobs in the other. A send or a
+-- claim then writes to the small first index only, and a job's finish to
+-- the second. The first also serves the counts of waiting and running jobs
+-- per queue without reading the table (finished jobs are counted in
+-- pgjobs_job_counts instead). A filter on the status alone reads these
+-- indexes once per queue and merges the results.
 CREATE INDEX pgjobs_jobs_live_idx
-    ON procrastinate_jobs (queue_name, status, scheduled_at)
-    INCLUDE (attempts, id)
+    ON procrastinate_jobs (queue_name, status, id)
+    INCLUDE (scheduled_at, attempts)
     WHERE status IN ('todo', 'doing');
+
+CREATE INDEX pgjobs_jobs_finished_idx
+    ON procrastinate_jobs (queue_name, status, id)
+    WHERE status NOT IN ('todo', 'doing');
 
 -- Search by singleton key in every state (procrastinate's own index covers
 -- only waiting jobs).
@@ -25,11 +29,14 @@ CREATE INDEX pgjobs_jobs_singleton_key_idx
     ON procrastinate_jobs (queueing_lock)
     WHERE queueing_lock IS NOT NULL;
 
--- Search for a value anywhere inside a payload. The default jsonb_ops class
--- indexes keys and values on their own, so a jsonpath such as
--- '$.** ? (@ == "x")' can use it; jsonb_path_ops cannot serve a wildcard path.
+-- Search for a value anywhere inside the payload of a finished job. The
+-- default jsonb_ops class indexes keys and values on their own, so a
+-- jsonpath such as '$.** ? (@ == "x")' can use it, which jsonb_path_ops
+-- cannot. Waiting and running jobs stay out of it: each claim would write
+-- every payload key again; search reads them through pgjobs_jobs_live_idx.
 CREATE INDEX pgjobs_jobs_payload_idx
-    ON procrastinate_jobs USING gin ((args -> 'payload'));
+    ON procrastinate_jobs USING gin ((args -> 'payload'))
+    WHERE status NOT IN ('todo', 'doing');
 
 -- The state a user sees, derived from procrastinate's status. A job waiting
 -- after a failed attempt is 'retrying' even before its retry time comes.
