@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import statistics
 import time
@@ -631,6 +632,10 @@ async def main() -> None:
         "jobs": args.jobs,
         "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
         "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        # Other processes on the machine skew every figure; these show how
+        # busy it was (1-minute load averages at each phase).
+        "load_average": {"start": os.getloadavg()[0]},
     }
     try:
         setup = pgjobs.create_job_system(config(dsn))
@@ -660,7 +665,9 @@ async def main() -> None:
         report["writes"] = writes
 
         print("dashboard reads", flush=True)
+        report["load_average"]["reads"] = os.getloadavg()[0]
         report["reads"] = await measure_reads(dsn, args.repeat)
+        report["load_average"]["end"] = os.getloadavg()[0]
         report["explain"] = explain(dsn)
         report.update(sizes(dsn))
     finally:

@@ -145,10 +145,10 @@ class JobPage(_Model):
 
     Attributes:
         total: jobs matching the filters. It is exact, except with a task
-            filter (or a search on a page past its last match), where jobs
-            are counted one by one up to `COUNT_LIMIT`: beyond that `total`
-            is `COUNT_LIMIT` and `total_is_estimate` is True, meaning the
-            real number is larger.
+            filter or a search on a page past its last match. There, jobs
+            are counted one by one up to `COUNT_LIMIT`. Beyond that, `total`
+            is `COUNT_LIMIT` and `total_is_estimate` is True, which means
+            that the real number is larger.
         pages: pages of `per_page` jobs needed for `total`, at least 1.
         next_cursor: pass it as `cursor` to get the next page; None on the
             last page.
@@ -167,7 +167,7 @@ class AttemptRecord(_Model):
     """One attempt of a job.
 
     pgjobs writes a record only for a failed attempt, a non-null result or a
-    recovery; other attempts are rebuilt from procrastinate's events, with
+    recovery. Other attempts are rebuilt from procrastinate's events, with
     no worker or error. outcome is one of succeeded, failed, timed_out,
     aborted, interrupted, worker_lost, or running for the attempt under way.
     """

@@ -1,7 +1,7 @@
 """The dashboard's SQL and the mapping of its rows to models.
 
-Each function takes a pooled connection and is written once; `Dashboard` runs
-it on the job system's loop and `SyncDashboard` reaches it through the same
+Each function takes a pooled connection and is written once. `Dashboard` runs
+it on the job system's loop, and `SyncDashboard` reaches it through the same
 coroutine. The SQL lives in `pgjobs/sql/dashboard/`.
 """
 

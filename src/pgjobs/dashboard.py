@@ -157,9 +157,9 @@ class Dashboard:
             search: a job id, a singleton key, or a value found anywhere in
                 the payload. Values match whole and case-sensitively: "42"
                 matches the string "42" and the number 42, not "4200". Ids,
-                keys and finished jobs' payloads are found through indexes;
-                the payloads of waiting and running jobs are read one by
-                one, so a search costs time in proportion to their number.
+                keys and finished jobs' payloads are found through indexes.
+                The payloads of waiting and running jobs are read one by
+                one, so a search takes longer the more of them there are.
                 A value shared by many jobs makes a slow search.
             cursor: the `next_cursor` of the previous page. It reads the
                 next page at the same cost however deep it is, and jobs sent
@@ -295,7 +295,7 @@ class Dashboard:
         )
 
     async def close(self) -> None:
-        """Do nothing: the dashboard holds no connection between calls.
+        """Do nothing: the dashboard keeps no connection between calls.
 
         Connections belong to the job system's pool, which `jobs.stop()`
         closes. Safe to call any number of times; the dashboard stays usable.

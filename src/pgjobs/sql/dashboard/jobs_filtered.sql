@@ -1,8 +1,9 @@
 -- Candidates of a job page filtered by queue and/or state. Each (queue,
--- status) pair is one range of pgjobs_jobs_queue_status_id_idx, read
--- backwards from the cursor for at most limit + offset rows; the ranges are
--- merged by id. Without a queue filter, the queue names come from a loose
--- index scan of procrastinate_jobs_queue_name_idx_v1, one probe per queue.
+-- status) pair is one range of pgjobs_jobs_live_idx or
+-- pgjobs_jobs_finished_idx. Each range is read backwards from the cursor for
+-- at most limit + offset rows, and the ranges are merged by id. Without a
+-- queue filter, the queue names come from a loose index scan of
+-- procrastinate_jobs_queue_name_idx_v1, one probe per queue.
 queue_names AS (
     (SELECT queue_name FROM procrastinate_jobs ORDER BY queue_name LIMIT 1)
     UNION ALL
@@ -24,10 +25,10 @@ queues AS MATERIALIZED (
       FROM queue_names
      WHERE %(queue)s::varchar IS NULL AND queue_name IS NOT NULL
 ),
--- Only ids are read from the indexes here, so for a filter on the queue or
--- on a status alone the scans are index-only; the rows are fetched below.
--- Each status is looked up in the partial index that holds it: the extra
--- status test in each branch is what lets the planner use that index.
+-- Only ids are read from the indexes here, so the scans are index-only
+-- unless a waiting state or a task is filtered. The rows are fetched below.
+-- The extra status test in each branch lets the planner use the partial
+-- index that contains that status.
 picked AS (
     SELECT pick.id
       FROM queues
@@ -45,8 +46,8 @@ picked AS (
             )
             AND (%(task)s::varchar IS NULL OR task_name = %(task)s::varchar)
           -- Ordering by the whole index key is the same as by id here, since
-          -- queue and status are fixed, but it keeps the planner from reading
-          -- the primary key backwards and filtering: for a rare status that
+          -- queue and status are fixed. It keeps the planner from reading the
+          -- primary key backwards with a filter, which for a rare status
           -- would read the whole table.
           ORDER BY queue_name DESC, status DESC, id DESC
           LIMIT %(limit)s + %(offset)s)

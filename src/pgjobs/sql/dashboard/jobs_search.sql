@@ -1,11 +1,11 @@
 -- Candidates of a job page that match a search: the job id, the singleton
 -- key, or a value anywhere in the payload. Each kind of match is read from
--- its own index: the primary key, pgjobs_jobs_singleton_key_idx, the GIN
--- index pgjobs_jobs_payload_idx for finished jobs, and for waiting and
--- running jobs (absent from the GIN index) a partial index of them, then
--- each one's payload. Written as one OR, the planner cannot estimate a
--- jsonpath match and may read the whole table backwards instead. The
--- matches carry their columns, so no join back to the table follows.
+-- its own index: the primary key, pgjobs_jobs_singleton_key_idx, and the
+-- GIN index pgjobs_jobs_payload_idx for finished jobs. Waiting and running
+-- jobs are not in the GIN index, so their payloads are read one by one.
+-- Written as one OR, the planner cannot estimate a jsonpath match and may
+-- read the whole table backwards instead. The matches carry their columns,
+-- so no join back to the table follows.
 matches AS MATERIALIZED (
     SELECT id, queue_name, task_name, status, priority, queueing_lock,
            attempts, scheduled_at

@@ -1,5 +1,5 @@
 -- Delete one id range of finished jobs whose last event is older than the
--- cutoff; their events and attempt records go with them (ON DELETE
+-- cutoff. Their events and attempt records go with them (ON DELETE
 -- CASCADE). The caller walks the ranges so that each transaction stays short.
 WITH deleted AS (
     DELETE FROM procrastinate_jobs AS job
