@@ -85,6 +85,14 @@ def _check_key(option: str, value: object) -> str | None:
             f"{option} {value!r} contains a NUL character, which PostgreSQL "
             "text cannot store; remove it"
         )
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        # psycopg would raise UnicodeEncodeError while sending the query.
+        raise SendOptionError(
+            f"{option} {value!r} contains a lone surrogate, which UTF-8 cannot "
+            "encode; remove it"
+        ) from None
     return value
 
 
