@@ -150,6 +150,12 @@ class AdminViews:
         form = await request.form()
         token = form.get(CSRF_FIELD)
         if not isinstance(token, str) or not self.csrf.is_valid(request, token):
+            logger.warning(
+                "Admin page rejected a POST to %s: CSRF token missing, invalid "
+                "or expired",
+                request.url.path,
+                extra={"action": "admin_csrf_rejected"},
+            )
             raise HTTPException(
                 status_code=403,
                 detail=(
