@@ -1,4 +1,4 @@
-"""The three contenders of the benchmark, each in its own PostgreSQL schema.
+"""The contenders of the benchmark, each in its own PostgreSQL schema.
 
 - `PgJobs`: a pgjobs job system, as an application would use it.
 - `RawProcrastinate` with `tuned=False`: procrastinate's own
@@ -75,7 +75,7 @@ class Probe:
 
 
 class Contender:
-    """What the benchmark drives; subclasses bind it to one library setup."""
+    """Interface the benchmark drives; each subclass binds it to one setup."""
 
     label: str
     schema: str
@@ -191,11 +191,15 @@ class PgJobs(Contender):
 class RawProcrastinate(Contender):
     """procrastinate's public API, with its default connector or a tuned pool."""
 
-    def __init__(self, dsn: str, *, tuned: bool) -> None:
+    def __init__(self, dsn: str, *, tuned: bool, pgjobs_tables: bool = False) -> None:
         super().__init__(dsn)
         self.tuned = tuned
+        self.pgjobs_tables = pgjobs_tables
         self.label = "raw tuned pool" if tuned else "raw default"
         self.schema = "raw_tuned" if tuned else "raw_default"
+        if pgjobs_tables:
+            self.label += ", pgjobs schema"
+            self.schema += "_pgjobs_schema"
         self.options = f"-c search_path={self.schema}"
         self.pool: psycopg_pool.AsyncConnectionPool | None = None
         if tuned:
@@ -221,6 +225,13 @@ class RawProcrastinate(Contender):
         self.probe.hit()
 
     async def install(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        if self.pgjobs_tables:
+            # procrastinate's tables with everything pgjobs' migrations add:
+            # its indexes, triggers and pinned search paths.
+            system = pgjobs.create_job_system({"dsn": self.dsn, "schema": self.schema})
+            await system.migrate()
+            await system.stop()
+            return
         schema = sql.Identifier(self.schema)
         async with conn.transaction():
             await conn.execute(sql.SQL("CREATE SCHEMA {}").format(schema))
@@ -290,10 +301,18 @@ async def _autocommit(conn: psycopg.AsyncConnection[Any]) -> None:
     await conn.set_autocommit(True)
 
 
-def build(dsn: str) -> list[Contender]:
-    """Return the contenders, pgjobs first."""
-    return [
+def build(dsn: str, *, schema_check: bool = False) -> list[Contender]:
+    """Return the contenders, pgjobs first.
+
+    With `schema_check`, a fourth contender runs raw procrastinate with the
+    tuned pool on a schema that pgjobs' migrations made. It separates what
+    pgjobs' tables cost in the database from what its Python code costs.
+    """
+    everyone: list[Contender] = [
         PgJobs(dsn),
         RawProcrastinate(dsn, tuned=False),
         RawProcrastinate(dsn, tuned=True),
     ]
+    if schema_check:
+        everyone.append(RawProcrastinate(dsn, tuned=True, pgjobs_tables=True))
+    return everyone

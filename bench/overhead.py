@@ -134,7 +134,7 @@ async def run_costs(repeats: int, count: int) -> tuple[float, float]:
         await noop_handler(payload)
 
     # Timer handles cancelled by asyncio.timeout are dropped from the loop's
-    # heap only when the loop runs, so each batch yields to it.
+    # heap only when the loop runs, so each call yields to it.
     async def yielding(run: Callable[[], Awaitable[None]]) -> None:
         await run()
         await asyncio.sleep(0)

@@ -22,7 +22,7 @@ import run
 
 
 async def profile(dsn: str, args: argparse.Namespace) -> cProfile.Profile:
-    everyone = {c.label: c for c in contenders.build(dsn)}
+    everyone = {c.label: c for c in contenders.build(dsn, schema_check=True)}
     contender = everyone[args.contender]
     settings = run.Settings(
         rounds=1,
@@ -58,7 +58,12 @@ def main() -> int:
     parser.add_argument(
         "--contender",
         default="pgjobs",
-        choices=["pgjobs", "raw default", "raw tuned pool"],
+        choices=[
+            "pgjobs",
+            "raw default",
+            "raw tuned pool",
+            "raw tuned pool, pgjobs schema",
+        ],
     )
     parser.add_argument(
         "--count", type=int, default=2000, help="jobs or calls (default: %(default)s)"

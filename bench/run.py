@@ -276,9 +276,10 @@ async def measure(
     *,
     only: list[str] | None,
     steps: list[str] | None,
+    schema_check: bool,
 ) -> tuple[dict[str, dict[str, list[float]]], str]:
     """Run every round; return the values per contender and figure."""
-    everyone = contenders.build(dsn)
+    everyone = contenders.build(dsn, schema_check=schema_check)
     if only:
         everyone = [c for c in everyone if c.label in only]
     results: dict[str, dict[str, list[float]]] = {c.label: {} for c in everyone}
@@ -387,7 +388,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="pgjobs_bench",
         help="scratch database created and dropped by the run (default: %(default)s)",
     )
-    parser.add_argument("--rounds", type=int, default=5, help="default: %(default)s")
+    parser.add_argument("--rounds", type=int, default=3, help="default: %(default)s")
     parser.add_argument(
         "--sends", type=int, default=1000, help="sends per round (default: %(default)s)"
     )
@@ -425,8 +426,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         action="append",
-        choices=["pgjobs", "raw default", "raw tuned pool"],
+        choices=[
+            "pgjobs",
+            "raw default",
+            "raw tuned pool",
+            "raw tuned pool, pgjobs schema",
+        ],
         help="run only this contender (repeatable)",
+    )
+    parser.add_argument(
+        "--schema-check",
+        action="store_true",
+        help="add raw procrastinate (tuned pool) on a schema made by pgjobs' "
+        "migrations, to tell the database's share of pgjobs' cost from Python's",
     )
     parser.add_argument(
         "--step",
@@ -458,7 +470,13 @@ def main(argv: list[str] | None = None) -> int:
     asyncio.run(create_database(args.dsn, args.database))
     try:
         results, server_version = asyncio.run(
-            measure(dsn, settings, only=args.only, steps=args.step)
+            measure(
+                dsn,
+                settings,
+                only=args.only,
+                steps=args.step,
+                schema_check=args.schema_check,
+            )
         )
     finally:
         if not args.keep_database:
