@@ -7,6 +7,8 @@
 - `RawProcrastinate` with `tuned=True`: procrastinate opened with a pool of
   autocommit connections and no checkout check, the same pool settings as
   pgjobs' pool, through `app.open_async(pool)`.
+- `RawProcrastinate` with `pgjobs_tables=True`, only with `--schema-check`:
+  the tuned contender on a schema that pgjobs' migrations made.
 
 Every contender writes the same rows: task kwargs `{"payload": {"n": i}}`.
 Workers run in the benchmark's own process and event loop.
