@@ -162,7 +162,9 @@ def _storable_result(value: Any) -> tuple[Any, str | None]:
         return None, None
     try:
         data = pydantic_core.to_jsonable_python(value)
-    except pydantic_core.PydanticSerializationError as exc:
+    except (pydantic_core.PydanticSerializationError, ValueError) as exc:
+        # pydantic raises a plain ValueError for "Maximum serialization depth
+        # exceeded": the job still succeeded, only its result is not stored.
         return None, f"result of type {type(value).__name__} is not JSON: {exc}"
     problem = _payload.find_unstorable(data)
     if problem:
