@@ -122,6 +122,15 @@ def _optional_text(name: str, value: object) -> str | None:
             argument=name,
             value=value,
         )
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        # psycopg would raise UnicodeEncodeError while sending the query.
+        raise DashboardQueryError(
+            f"{name} must not contain lone surrogates, got {value!r}",
+            argument=name,
+            value=value,
+        ) from None
     return value or None
 
 
