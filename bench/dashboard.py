@@ -539,6 +539,7 @@ def explain(dsn: str) -> dict[str, dict[str, Any]]:
         for label, (statement, params) in explain_cases(dsn).items():
             with conn.transaction():
                 conn.execute("SET LOCAL jit = off")
+                conn.execute("SET LOCAL max_parallel_workers_per_gather = 0")
                 row = conn.execute(
                     "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + statement,
                     params,
