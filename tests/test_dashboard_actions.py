@@ -194,7 +194,11 @@ async def test_cancel_waiting_job(make_system: Any, query: Query, state: str) ->
     assert result.previous_state == state
     assert result.state == "cancelled"
     assert result.action == "cancelled"
-    assert await state_of(scenario.jobs, job_id) == "cancelled"
+    detail = await scenario.jobs.dashboard.get_job_by_id(job_id)
+    assert detail is not None
+    assert detail.state == "cancelled"
+    assert detail.abort_requested is False
+    assert detail.finished_at is not None
     assert_stats_match_table(await scenario.jobs.dashboard.get_stats(), query)
 
 

@@ -278,7 +278,8 @@ async def cancel(conn: Connection, job_id: int) -> CancelResult:
                 state=previous,
                 action="unchanged",
             )
-        await _fetch_one(conn, CANCEL_SQL, {"job_id": job_id})
+        params = {"job_id": job_id, "abort": previous == "running"}
+        await _fetch_one(conn, CANCEL_SQL, params)
         now = await _fetch_one(conn, JOB_STATE_SQL, {"job_id": job_id})
     assert now is not None
     action: Literal["cancelled", "abort_requested"] = (
