@@ -29,7 +29,7 @@ class Holder:
     def __init__(self, jobs: pgjobs.JobSystem, count: int) -> None:
         self.jobs = jobs
         self.count = count
-        self.held = 0
+        self.held = 0  # connections taken so far
         self.release = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
 

@@ -1,8 +1,8 @@
 """SIGTERM to `pgjobs worker` while jobs run and more arrive.
 
-Short jobs finish; jobs still running after the graceful timeout are
-interrupted and put back to `todo` (without using up their retry budget);
-no job stays `doing`, and the process exits 0.
+Short jobs finish. Jobs still running after the graceful timeout are
+interrupted and put back to `todo`, without using up their retry budget.
+No job stays `doing`, and the process exits 0.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ VALUES (%s, %s, %s, %s, %s, %s)
 
 
 class HandlerFailure(Exception):
-    """The failure that a payload's `fail_on` asks for."""
+    """The failure that a payload's `fail_on` requests."""
 
 
 def build_config() -> dict[str, Any]:
