@@ -5,15 +5,16 @@ Run with one command (the local PostgreSQL by default):
     .venv/bin/python bench/dashboard.py [--dsn DSN] [--jobs 1000000]
 
 The script creates the database `pgjobs_bench_dashboard` on the server that
-`--dsn` names, installs the schema, fills it with `--jobs` jobs across five
+`--dsn` names, installs two schemas, fills each with `--jobs` jobs across five
 queues and every state, with procrastinate events and pgjobs attempt
 records, then:
 
-1. measures the write path without the objects of migration 0002 (dropped
-   right after the install) and with them, alternately for `--rounds`
-   rounds: `send` latency, the worker's claim (procrastinate_fetch_job_v2)
-   and finish (procrastinate_finish_job_v1) called in a loop as a worker
-   calls them, and a real pgjobs worker draining no-op jobs;
+1. measures the write path in two schemas filled alike, one without the
+   objects of migration 0002 and one with them, alternating between them
+   for `--rounds` rounds: `send` latency, the worker's claim
+   (procrastinate_fetch_job_v2) and finish (procrastinate_finish_job_v1)
+   called in a loop as a worker calls them, and a real pgjobs worker
+   draining no-op jobs;
 2. times each dashboard method over `--repeat` calls and prints medians;
 3. prints EXPLAIN (ANALYZE, BUFFERS) summaries of the main queries;
 
@@ -47,7 +48,10 @@ from pgjobs import _dashboard_args, _dashboard_queries
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 DATABASE = "pgjobs_bench_dashboard"
-SCHEMA = "pgjobs"
+# Two copies of the same jobs: one schema with migration 0002, one without.
+DASHBOARD_SCHEMA = "with_dashboard"
+PLAIN_SCHEMA = "without_dashboard"
+SCHEMAS = (PLAIN_SCHEMA, DASHBOARD_SCHEMA)
 BENCH_QUEUE = "bench"
 # Above every filled job's priority, so that the claim query finds the bench
 # jobs first, as it would on a system whose other queues are drained.
@@ -217,7 +221,7 @@ def fill(conn: psycopg.Connection[Any], jobs: int) -> None:
         conn.execute("DROP TABLE bench_plan")
 
 
-# Everything migration 0002 creates, for the runs without it.
+# Everything migration 0002 creates, for the schema that goes without it.
 DROP_DASHBOARD_SQL = """
 DROP TRIGGER pgjobs_count_inserted_job ON procrastinate_jobs;
 DROP TRIGGER pgjobs_count_updated_job ON procrastinate_jobs;
@@ -245,9 +249,9 @@ def migration_sql() -> LiteralString:
     return text
 
 
-def connect(dsn: str) -> psycopg.Connection[Any]:
+def connect(dsn: str, schema: str) -> psycopg.Connection[Any]:
     conn = psycopg.connect(dsn, autocommit=True)
-    conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(SCHEMA)))
+    conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
     return conn
 
 
@@ -275,11 +279,12 @@ def milliseconds(samples: list[float]) -> dict[str, float]:
     }
 
 
-def config(dsn: str) -> dict[str, Any]:
+def config(dsn: str, schema: str) -> dict[str, Any]:
     queues: dict[str, Any] = {name: pgjobs.queue() for name in QUEUES}
     queues[BENCH_QUEUE] = pgjobs.queue(priority=BENCH_PRIORITY, concurrency=10)
     return {
         "dsn": dsn,
+        "schema": schema,
         "queues": queues,
         "clean_orphans": False,
         "worker": {"polling_interval": 0.1, "graceful_timeout": 5},
@@ -293,26 +298,31 @@ async def noop(payload: dict[str, Any]) -> None:
 # -- write path ---------------------------------------------------------
 
 
-async def measure_send(jobs: pgjobs.JobSystem, count: int) -> dict[str, float]:
+async def time_sends(jobs: pgjobs.JobSystem, count: int) -> list[float]:
     samples = []
     for n in range(count):
         started = time.perf_counter()
         await jobs.send(BENCH_QUEUE, {"n": n, "user": f"bench-{n}"})
         samples.append(time.perf_counter() - started)
-    return milliseconds(samples)
+    return samples
 
 
-def measure_claim_finish(dsn: str, count: int) -> dict[str, dict[str, float]]:
-    """Claim and finish the bench queue's jobs one by one, as a worker does."""
+def time_claims_and_finishes(
+    dsn: str, schema: str, count: int
+) -> tuple[list[float], list[float]]:
+    """Claim and finish the bench queue's jobs one by one, as a worker does.
+
+    One job in ten ends as failed, the rest as succeeded.
+    """
     claims, finishes = [], []
-    with connect(dsn) as conn:
-        worker_id = conn.execute("SELECT procrastinate_register_worker_v1()").fetchone()
-        assert worker_id is not None
+    with connect(dsn, schema) as conn:
+        worker = conn.execute("SELECT procrastinate_register_worker_v1()").fetchone()
+        assert worker is not None
         for n in range(count):
             started = time.perf_counter()
             row = conn.execute(
                 "SELECT id FROM procrastinate_fetch_job_v2(%s, %s)",
-                [[BENCH_QUEUE], worker_id[0]],
+                [[BENCH_QUEUE], worker[0]],
             ).fetchone()
             claimed = time.perf_counter()
             if row is None or row[0] is None:
@@ -324,70 +334,102 @@ def measure_claim_finish(dsn: str, count: int) -> dict[str, dict[str, float]]:
             finished = time.perf_counter()
             claims.append(claimed - started)
             finishes.append(finished - claimed)
-        conn.execute("SELECT procrastinate_unregister_worker_v1(%s)", worker_id)
-    return {"claim": milliseconds(claims), "finish": milliseconds(finishes)}
+        conn.execute("SELECT procrastinate_unregister_worker_v1(%s)", worker)
+    return claims, finishes
 
 
-async def measure_drain(jobs: pgjobs.JobSystem, count: int) -> dict[str, float]:
-    """Time a pgjobs worker (concurrency 10) running `count` no-op jobs."""
-    await jobs.send_many(BENCH_QUEUE, [{"n": n} for n in range(count)])
-    started = time.perf_counter()
-    await jobs.init_jobs(
-        {**{name: noop for name in QUEUES}, BENCH_QUEUE: noop}, queues=[BENCH_QUEUE]
-    )
-    # Polled with plain SQL: the dashboard needs the objects of migration
-    # 0002, which the runs without it have dropped.
-    async with await psycopg.AsyncConnection.connect(jobs.dsn, autocommit=True) as conn:
-        while True:
-            cursor = await conn.execute(
-                "SELECT count(*) FROM pgjobs.procrastinate_jobs "
-                "WHERE queue_name = %s AND status IN ('todo', 'doing')",
-                [BENCH_QUEUE],
+async def time_drain(dsn: str, schema: str, count: int) -> float:
+    """Return the seconds a pgjobs worker (concurrency 10) takes for `count` jobs."""
+    jobs = pgjobs.create_job_system(config(dsn, schema))
+    try:
+        await jobs.send_many(BENCH_QUEUE, [{"n": n} for n in range(count)])
+        started = time.perf_counter()
+        await jobs.init_jobs(
+            {**{name: noop for name in QUEUES}, BENCH_QUEUE: noop},
+            queues=[BENCH_QUEUE],
+        )
+        # Polled with plain SQL: the schema without migration 0002 has no
+        # dashboard.
+        table = sql.Identifier(schema, "procrastinate_jobs")
+        query = sql.SQL(
+            "SELECT count(*) FROM {} WHERE queue_name = %s "
+            "AND status IN ('todo', 'doing')"
+        ).format(table)
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            while True:
+                cursor = await conn.execute(query, [BENCH_QUEUE])
+                row = await cursor.fetchone()
+                if row is not None and row[0] == 0:
+                    break
+                await asyncio.sleep(0.02)
+        return time.perf_counter() - started
+    finally:
+        await jobs.stop()
+
+
+async def measure_writes(
+    dsn: str, rounds: int, count: int
+) -> dict[str, dict[str, Any]]:
+    """Time the write path of both schemas, alternating in every round.
+
+    Alternating puts both schemas under the same load from the rest of the
+    machine, round after round; the order within a round flips each time.
+    """
+    samples: dict[str, dict[str, list[float]]] = {
+        schema: {"send": [], "claim": [], "finish": [], "drain": []}
+        for schema in SCHEMAS
+    }
+    for round_number in range(rounds):
+        order = SCHEMAS if round_number % 2 == 0 else SCHEMAS[::-1]
+        print(f"write round {round_number + 1}/{rounds}", flush=True)
+        for schema in order:
+            jobs = pgjobs.create_job_system(config(dsn, schema))
+            try:
+                samples[schema]["send"] += await time_sends(jobs, count)
+            finally:
+                await jobs.stop()
+            claims, finishes = await asyncio.to_thread(
+                time_claims_and_finishes, dsn, schema, count
             )
-            row = await cursor.fetchone()
-            if row is not None and row[0] == 0:
-                break
-            await asyncio.sleep(0.02)
-    elapsed = time.perf_counter() - started
-    await jobs.stop()
-    return {"jobs_per_second": count / elapsed, "seconds": elapsed}
+            samples[schema]["claim"] += claims
+            samples[schema]["finish"] += finishes
+            samples[schema]["drain"].append(await time_drain(dsn, schema, count))
+    report = {}
+    for schema, steps in samples.items():
+        report[schema] = {
+            "send": milliseconds(steps["send"]),
+            "claim": milliseconds(steps["claim"]),
+            "finish": milliseconds(steps["finish"]),
+            "drain": {
+                "jobs_per_second": count / statistics.median(steps["drain"]),
+                "rounds": len(steps["drain"]),
+            },
+        }
+    return report
 
 
-async def measure_writes(dsn: str, count: int) -> dict[str, Any]:
-    jobs = pgjobs.create_job_system(config(dsn))
-    try:
-        send = await measure_send(jobs, count)
-    finally:
-        await jobs.stop()
-    claim_finish = await asyncio.to_thread(measure_claim_finish, dsn, count)
-    jobs = pgjobs.create_job_system(config(dsn))
-    try:
-        drain = await measure_drain(jobs, count)
-    finally:
-        await jobs.stop()
-    return {"send": send, **claim_finish, "drain": drain}
-
-
-def drop_dashboard_objects(dsn: str) -> None:
-    with connect(dsn) as conn, conn.transaction():
-        conn.execute(DROP_DASHBOARD_SQL)
-
-
-def apply_migration(dsn: str) -> float:
-    with connect(dsn) as conn:
+def prepare_schemas(dsn: str, jobs: int) -> dict[str, float]:
+    """Fill both schemas; then apply migration 0002 to the dashboard one."""
+    timings = {}
+    for schema in SCHEMAS:
+        with connect(dsn, schema) as conn:
+            with conn.transaction():
+                conn.execute(DROP_DASHBOARD_SQL)
+            print(f"filling {schema} with {jobs} jobs", flush=True)
+            started = time.perf_counter()
+            fill(conn, jobs)
+            timings[f"fill_{schema}_seconds"] = time.perf_counter() - started
+    with connect(dsn, DASHBOARD_SCHEMA) as conn:
         started = time.perf_counter()
         with conn.transaction():
             conn.execute(migration_sql())
-        return time.perf_counter() - started
-
-
-def vacuum(dsn: str) -> None:
-    # The CHECKPOINT writes out what the fill or the index build left dirty,
-    # so that the next measurement does not compete with that I/O for its
-    # commits.
-    with connect(dsn) as conn:
+        timings["migration_0002_seconds"] = time.perf_counter() - started
+    # The CHECKPOINT writes out what the fill and the index build left dirty,
+    # so that the measurements do not compete with that I/O for commits.
+    with connect(dsn, DASHBOARD_SCHEMA) as conn:
         conn.execute("VACUUM ANALYZE")
         conn.execute("CHECKPOINT")
+    return timings
 
 
 # -- dashboard reads ----------------------------------------------------
@@ -395,7 +437,7 @@ def vacuum(dsn: str) -> None:
 
 def read_cases(dsn: str) -> dict[str, Callable[[pgjobs.JobSystem], Awaitable[Any]]]:
     """Return the dashboard calls to time, by label."""
-    with connect(dsn) as conn:
+    with connect(dsn, DASHBOARD_SCHEMA) as conn:
         row = conn.execute(
             "SELECT min(id) FILTER (WHERE status = 'failed' AND attempts = 3), "
             "max(id) FROM procrastinate_jobs"
@@ -458,7 +500,7 @@ def read_cases(dsn: str) -> dict[str, Callable[[pgjobs.JobSystem], Awaitable[Any
 
 
 async def measure_reads(dsn: str, repeat: int) -> dict[str, dict[str, float]]:
-    jobs = pgjobs.create_job_system(config(dsn))
+    jobs = pgjobs.create_job_system(config(dsn, DASHBOARD_SCHEMA))
     results = {}
     try:
         for label, call in read_cases(dsn).items():
@@ -479,7 +521,7 @@ async def measure_reads(dsn: str, repeat: int) -> dict[str, dict[str, float]]:
 
 
 def explain_cases(dsn: str) -> dict[str, tuple[LiteralString, dict[str, Any]]]:
-    with connect(dsn) as conn:
+    with connect(dsn, DASHBOARD_SCHEMA) as conn:
         row = conn.execute("SELECT max(id) FROM procrastinate_jobs").fetchone()
     assert row is not None
     deep_before = max(2, row[0] // 10)
@@ -526,7 +568,7 @@ def _walk(plan: dict[str, Any]) -> list[str]:
         node += f" using {plan['Index Name']}"
     elif "Relation Name" in plan:
         node += f" on {plan['Relation Name']}"
-    if "Scan" in node:
+    if "Index Name" in plan or ("Scan" in node and "Relation Name" in plan):
         nodes.append(node)
     for child in plan.get("Plans", []):
         nodes.extend(_walk(child))
@@ -534,9 +576,11 @@ def _walk(plan: dict[str, Any]) -> list[str]:
 
 
 def explain(dsn: str) -> dict[str, dict[str, Any]]:
+    """Summarise EXPLAIN (ANALYZE, BUFFERS) of the main queries, as run."""
     summaries = {}
-    with connect(dsn) as conn:
+    with connect(dsn, DASHBOARD_SCHEMA) as conn:
         for label, (statement, params) in explain_cases(dsn).items():
+            # The same settings as _dashboard_queries.read_snapshot.
             with conn.transaction():
                 conn.execute("SET LOCAL jit = off")
                 conn.execute("SET LOCAL max_parallel_workers_per_gather = 0")
@@ -548,13 +592,12 @@ def explain(dsn: str) -> dict[str, dict[str, Any]]:
             assert row is not None
             result = row[0][0]
             plan = result["Plan"]
-            scans = _walk(plan)
             summaries[label] = {
                 "execution_ms": result["Execution Time"],
                 "planning_ms": result["Planning Time"],
                 "shared_hit": plan.get("Shared Hit Blocks", 0),
                 "shared_read": plan.get("Shared Read Blocks", 0),
-                "scans": sorted(set(scans)),
+                "scans": sorted(set(_walk(plan))),
             }
     return summaries
 
@@ -563,7 +606,7 @@ def explain(dsn: str) -> dict[str, dict[str, Any]]:
 
 
 def sizes(dsn: str) -> dict[str, Any]:
-    with connect(dsn) as conn:
+    with connect(dsn, DASHBOARD_SCHEMA) as conn:
         states = conn.execute(
             "SELECT pgjobs_job_state(status, scheduled_at, attempts), count(*) "
             "FROM procrastinate_jobs GROUP BY 1 ORDER BY 1"
@@ -572,7 +615,7 @@ def sizes(dsn: str) -> dict[str, Any]:
             "SELECT indexrelid::regclass::text, "
             "pg_size_pretty(pg_relation_size(indexrelid)) FROM pg_index "
             "WHERE indrelid = 'procrastinate_jobs'::regclass AND "
-            "indexrelid::regclass::text LIKE 'pgjobs%' ORDER BY 1"
+            "indexrelid::regclass::text LIKE '%pgjobs_jobs%' ORDER BY 1"
         ).fetchall()
         counts = conn.execute(
             "SELECT (SELECT count(*) FROM procrastinate_events), "
@@ -597,17 +640,21 @@ def print_report(report: dict[str, Any]) -> None:
     print("|---|---:|---:|")
     for label, figures in report["reads"].items():
         print(f"| `{label}` | {figures['median_ms']:.2f} | {figures['p95_ms']:.2f} |")
-    print("\n## Write path without / with migration 0002 (medians)\n")
+    print("\n## Write path without / with migration 0002\n")
     print("| step | without | with | change |")
     print("|---|---:|---:|---:|")
+    writes = report["writes"]
     for step, key, unit in (
-        ("send", "median_ms", "ms"),
-        ("claim", "median_ms", "ms"),
-        ("finish", "median_ms", "ms"),
+        ("send", "median_ms", "median ms"),
+        ("claim", "median_ms", "median ms"),
+        ("finish", "median_ms", "median ms"),
+        ("send", "p95_ms", "p95 ms"),
+        ("claim", "p95_ms", "p95 ms"),
+        ("finish", "p95_ms", "p95 ms"),
         ("drain", "jobs_per_second", "jobs/s"),
     ):
-        without = statistics.median(r[step][key] for r in report["writes"]["without"])
-        with_ = statistics.median(r[step][key] for r in report["writes"]["with"])
+        without = writes[PLAIN_SCHEMA][step][key]
+        with_ = writes[DASHBOARD_SCHEMA][step][key]
         change = (with_ - without) / without * 100
         print(f"| {step} ({unit}) | {without:.3f} | {with_:.3f} | {change:+.1f}% |")
     print("\n## EXPLAIN (ANALYZE, BUFFERS)\n")
@@ -623,11 +670,11 @@ def print_report(report: dict[str, Any]) -> None:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dsn", default=DEFAULT_DSN, help="server to use")
-    parser.add_argument("--jobs", type=int, default=1_000_000, help="jobs to fill")
+    parser.add_argument("--jobs", type=int, default=1_000_000, help="jobs per schema")
     parser.add_argument(
-        "--writes", type=int, default=2000, help="jobs per write measurement"
+        "--writes", type=int, default=500, help="jobs per write step and round"
     )
-    parser.add_argument("--rounds", type=int, default=2, help="without/with rounds")
+    parser.add_argument("--rounds", type=int, default=6, help="write rounds")
     parser.add_argument("--repeat", type=int, default=30, help="calls per read")
     parser.add_argument("--keep", action="store_true", help="keep the database")
     args = parser.parse_args()
@@ -643,31 +690,14 @@ async def main() -> None:
         "load_average": {"start": os.getloadavg()[0]},
     }
     try:
-        setup = pgjobs.create_job_system(config(dsn))
-        await setup.migrate()
-        await setup.stop()
-        drop_dashboard_objects(dsn)
+        for schema in SCHEMAS:
+            setup = pgjobs.create_job_system(config(dsn, schema))
+            await setup.migrate()
+            await setup.stop()
+        report.update(prepare_schemas(dsn, args.jobs))
 
-        with connect(dsn) as conn:
-            started = time.perf_counter()
-            fill(conn, args.jobs)
-            report["fill_seconds"] = time.perf_counter() - started
-        vacuum(dsn)
-
-        writes: dict[str, list[dict[str, Any]]] = {"without": [], "with": []}
-        migration_seconds = []
-        for round_number in range(args.rounds):
-            if round_number:
-                drop_dashboard_objects(dsn)
-                vacuum(dsn)
-            print(f"round {round_number + 1}: write path without 0002", flush=True)
-            writes["without"].append(await measure_writes(dsn, args.writes))
-            migration_seconds.append(apply_migration(dsn))
-            vacuum(dsn)
-            print(f"round {round_number + 1}: write path with 0002", flush=True)
-            writes["with"].append(await measure_writes(dsn, args.writes))
-        report["migration_0002_seconds"] = migration_seconds
-        report["writes"] = writes
+        report["load_average"]["writes"] = os.getloadavg()[0]
+        report["writes"] = await measure_writes(dsn, args.rounds, args.writes)
 
         print("dashboard reads", flush=True)
         report["load_average"]["reads"] = os.getloadavg()[0]
