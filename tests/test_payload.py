@@ -11,6 +11,7 @@ import pydantic
 import pytest
 
 import pgjobs
+from pgjobs import _payload
 from pgjobs._payload import MAX_DEPTH, find_unstorable, to_json_payload
 
 Query = Callable[..., list[tuple[Any, ...]]]
@@ -189,3 +190,20 @@ async def test_payload_stored_as_validated(make_system: Any, query: Query) -> No
             "due": "2030-01-01T12:00:00Z",
         }
     }
+
+
+class _Credentials(pydantic.BaseModel):
+    user: str
+    token: pydantic.SecretStr
+    backups: list[pydantic.SecretStr] = []
+
+
+def test_payload_secret_fields_keep_their_value() -> None:
+    definition = pgjobs.queue(_Credentials)
+    payload = _Credentials(user="ada", token="s3cret", backups=["b1"])
+
+    data = _payload.to_json_payload("creds", _Credentials, payload, max_bytes=10_000)
+    loaded = _payload.load_payload(definition, data)
+
+    assert loaded.token.get_secret_value() == "s3cret"
+    assert loaded.backups[0].get_secret_value() == "b1"

@@ -167,11 +167,47 @@ def _dump(queue_name: str, instance: pydantic.BaseModel) -> dict[str, Any]:
         data: dict[str, Any] = instance.model_dump(
             mode="json", by_alias=True, warnings="error"
         )
+        if _has_secret(instance):
+            data = _dump_revealing_secrets(instance)
     except (pydantic_core.PydanticSerializationError, ValueError) as exc:
         message = f"cannot be serialised to JSON: {exc}"
     else:
         return data
     raise PayloadValidationError(queue_name, message)
+
+
+_SECRET_TYPES = (pydantic.SecretStr, pydantic.SecretBytes, pydantic.Secret)
+
+
+def _has_secret(value: Any) -> bool:
+    if isinstance(value, _SECRET_TYPES):
+        return True
+    if isinstance(value, pydantic.BaseModel):
+        return any(_has_secret(item) for item in value.__dict__.values())
+    if isinstance(value, Mapping):
+        return any(_has_secret(item) for item in value.values())
+    if isinstance(value, list | tuple | set | frozenset):
+        return any(_has_secret(item) for item in value)
+    return False
+
+
+def _reveal(value: Any) -> Any:
+    if isinstance(value, _SECRET_TYPES):
+        return value.get_secret_value()
+    if isinstance(value, Mapping):
+        return {key: _reveal(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_reveal(item) for item in value]
+    return value
+
+
+def _dump_revealing_secrets(instance: pydantic.BaseModel) -> dict[str, Any]:
+    # pydantic's JSON dump writes every secret as "**********", so the handler
+    # would receive the mask instead of the value. The secret is stored as
+    # sent; the admin page and the logs mask it by the payload model.
+    python_form = instance.model_dump(mode="python", by_alias=True, warnings="error")
+    data: dict[str, Any] = pydantic_core.to_jsonable_python(_reveal(python_form))
+    return data
 
 
 def _dump_plain_payload(queue_name: str, payload: Any) -> dict[str, Any]:
