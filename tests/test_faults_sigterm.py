@@ -15,7 +15,6 @@ import pytest
 import pgjobs
 from tests.conftest import FAST_WORKER, wait_for
 from tests.faults.fixtures import describe_processes, fetch, statuses
-from tests.faults.processes import worker_command
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -33,7 +32,7 @@ CONFIG = {
 async def test_sigterm_under_load_exits_cleanly(
     dsn: str, runs_table: str, spawn_worker: Any, make_system: Any
 ) -> None:
-    worker = spawn_worker(dsn, CONFIG, command=worker_command(use_cli=True))
+    worker = spawn_worker(dsn, CONFIG)
     sender = make_system(
         queues={name: pgjobs.queue(**options) for name, options in QUEUES.items()}
     )
@@ -79,7 +78,7 @@ async def test_sigterm_under_load_exits_cleanly(
 async def test_sigterm_interrupted_jobs_run_again(
     dsn: str, runs_table: str, spawn_worker: Any, make_system: Any
 ) -> None:
-    worker = spawn_worker(dsn, CONFIG, command=worker_command(use_cli=True))
+    worker = spawn_worker(dsn, CONFIG)
     sender = make_system(
         queues={name: pgjobs.queue(**options) for name, options in QUEUES.items()}
     )
@@ -90,7 +89,7 @@ async def test_sigterm_interrupted_jobs_run_again(
     assert await asyncio.to_thread(worker.wait, GRACEFUL + 60) == 0
 
     # retry_limit=0, yet the interrupted run is retried: it was not a failure.
-    successor = spawn_worker(dsn, CONFIG, command=worker_command(use_cli=True))
+    successor = spawn_worker(dsn, CONFIG)
     await wait_for(lambda: statuses(dsn)[job_id] == "succeeded", timeout=60)
     successor.terminate()
     assert await asyncio.to_thread(successor.wait, GRACEFUL + 60) == 0

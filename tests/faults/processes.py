@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -16,18 +15,9 @@ ROOT = Path(__file__).resolve().parents[2]
 APP = "tests.faults.app:jobs"
 
 
-def cli_available() -> bool:
-    """Tell whether `python -m pgjobs worker` exists in this checkout."""
-    return importlib.util.find_spec("pgjobs.cli") is not None
-
-
-def worker_command(*, use_cli: bool | None = None) -> list[str]:
+def worker_command() -> list[str]:
     """Return the command line of a worker process of the test app."""
-    if use_cli is None:
-        use_cli = cli_available()
-    if use_cli:
-        return [sys.executable, "-m", "pgjobs", "worker", APP]
-    return [sys.executable, "-m", "tests.faults.worker_main"]
+    return [sys.executable, "-m", "pgjobs", "worker", APP]
 
 
 class WorkerProcess:
