@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 from typing import Any
 
 import psycopg
@@ -69,6 +71,34 @@ class Sender:
             await asyncio.sleep(0.05)
 
 
+class SyncSender:
+    """Sends jobs with `send_sync` from a thread, as a sync web app would."""
+
+    FIRST_NUMBER = 1_000_000
+
+    def __init__(self, jobs: pgjobs.JobSystem) -> None:
+        self.jobs = jobs
+        self.sent: dict[int, int] = {}
+        self.errors: list[BaseException] = []
+        self.counter = self.FIRST_NUMBER
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="sync-sender")
+
+    def _run(self) -> None:
+        while not self.stopping.is_set():
+            self.counter += 1
+            try:
+                job_id = self.jobs.send_sync(
+                    "stream", {"n": self.counter, "result": True}
+                )
+            except pgjobs.PgJobsError as exc:
+                self.errors.append(exc)
+            else:
+                assert job_id is not None
+                self.sent[self.counter] = job_id
+            time.sleep(0.05)
+
+
 def with_password(dsn: str) -> str:
     """Add a password to `dsn`; the trust-auth test cluster ignores it."""
     return psycopg.conninfo.make_conninfo(dsn, password=PASSWORD)
@@ -98,6 +128,9 @@ async def test_db_restart_nothing_lost(
     )
     sender = Sender(jobs)
     task = asyncio.create_task(sender.run())
+    sync_jobs = pgjobs.create_job_system(jobs.config)
+    sync_sender = SyncSender(sync_jobs)
+    sync_sender.thread.start()
     try:
         # Both processes run (one procrastinate worker each) before the outage:
         # a worker that cannot connect at start-up exits, by design.
@@ -115,17 +148,23 @@ async def test_db_restart_nothing_lost(
         await asyncio.to_thread(temp_cluster.start)
 
         after_restart = len(sender.sent)
+        sync_after_restart = len(sync_sender.sent)
         await wait_for(lambda: len(sender.sent) >= after_restart + 40, timeout=90)
+        await wait_for(
+            lambda: len(sync_sender.sent) >= sync_after_restart + 10, timeout=90
+        )
     finally:
         sender.stopping.set()
+        sync_sender.stopping.set()
         await task
+        await asyncio.to_thread(sync_sender.thread.join)
         await jobs.stop()
+        await asyncio.to_thread(sync_jobs.stop_sync)
+    sent = {**sender.sent, **sync_sender.sent}
 
     def all_sent_succeeded() -> bool:
         current = statuses(dsn)
-        return all(
-            current.get(job_id) == "succeeded" for job_id in sender.sent.values()
-        )
+        return all(current.get(job_id) == "succeeded" for job_id in sent.values())
 
     try:
         await wait_for(all_sent_succeeded, timeout=120, interval=0.5)
@@ -142,6 +181,9 @@ async def test_db_restart_nothing_lost(
     # Sends failed during the outage, each with a clear connection error.
     assert sender.errors
     assert all(isinstance(exc, pgjobs.DatabaseUnavailable) for exc in sender.errors)
+    assert all(
+        isinstance(exc, pgjobs.DatabaseUnavailable) for exc in sync_sender.errors
+    )
     # Nothing half-written: a failed batch left all of its jobs or none.
     stored = _stored_numbers(dsn)
     for batch in sender.failed_batches:
@@ -149,11 +191,14 @@ async def test_db_restart_nothing_lost(
         assert present in ([], batch), batch
     # Every stored job is one that was sent, and none was stored twice.
     assert len(stored) == len(set(stored))
-    assert set(stored) <= set(range(1, sender.counter + 1))
+    expected = set(range(1, sender.counter + 1))
+    expected |= set(range(SyncSender.FIRST_NUMBER, sync_sender.counter + 1))
+    assert set(stored) <= expected
     # Both worker processes survived the outage and reconnected.
     assert all(worker.alive() for worker in workers), describe_processes(*workers)
     # No message or log line shows the password.
-    texts = [str(exc) for exc in sender.errors] + [caplog.text]
+    errors = sender.errors + sync_sender.errors
+    texts = [str(exc) for exc in errors] + [caplog.text]
     texts += [worker.output() for worker in workers]
     assert not any(PASSWORD in text for text in texts)
 

@@ -123,10 +123,13 @@ class TempCluster:
 
     def start(self) -> None:
         """Start the server and wait until it accepts connections."""
+        # A fast shutdown waits for every session to end, including one whose
+        # client opened a socket but sent no startup packet yet; such a
+        # session lasts up to authentication_timeout (60 s by default).
         options = (
             f"-p {self.port} -c listen_addresses=127.0.0.1 "
             f"-c unix_socket_directories={self.root} -c fsync=off "
-            "-c max_connections=200"
+            "-c max_connections=200 -c authentication_timeout=5s"
         )
         self._run(
             [
