@@ -12,6 +12,8 @@ async def test_send_and_run(make_system, query) -> None:
     await wait_for(lambda: seen)
     assert seen == [{"a": 1}]
     await wait_for(
-        lambda: query("select status from procrastinate_jobs where id=%s", job_id)
-        == [("succeeded",)]
+        lambda: (
+            query("select status from procrastinate_jobs where id=%s", job_id)
+            == [("succeeded",)]
+        )
     )
