@@ -311,9 +311,17 @@ async def measure(
     return results, server_version
 
 
-def paired_ratio(mine: list[float], theirs: list[float]) -> float:
-    """Median over rounds of mine/theirs; pairing cancels drift between rounds."""
-    return statistics.median(a / b for a, b in zip(mine, theirs, strict=True))
+def paired_ratios(mine: list[float], theirs: list[float]) -> list[float]:
+    """Return mine/theirs per round; pairing cancels drift between rounds."""
+    return [a / b for a, b in zip(mine, theirs, strict=True)]
+
+
+def describe_ratios(ratios: list[float]) -> str:
+    """Return the median ratio, and its range over rounds when there are several."""
+    median = f"{statistics.median(ratios):.3f}"
+    if len(ratios) < 2:
+        return median
+    return f"{median} ({min(ratios):.2f}-{max(ratios):.2f})"
 
 
 def table(
@@ -337,8 +345,10 @@ def table(
             mine = results["pgjobs"].get(figure.key)
             for label in others:
                 theirs = results[label].get(figure.key)
-                ratio = paired_ratio(mine, theirs) if mine and theirs else None
-                row.append(f"{ratio:.3f}" if ratio is not None else "-")
+                if mine and theirs:
+                    row.append(describe_ratios(paired_ratios(mine, theirs)))
+                else:
+                    row.append("-")
         rows.append(row)
 
     widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
@@ -368,7 +378,8 @@ def report(
         "",
         "Values are medians over rounds; lower is better. A ratio is the median "
         "over rounds of pgjobs' value divided by the other's value in the same "
-        "round, so above 1 means pgjobs is slower.",
+        "round, so above 1 means pgjobs is slower; the lowest and highest of "
+        "those per-round ratios follow in brackets.",
     ]
     return "\n".join(lines)
 
