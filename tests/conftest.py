@@ -142,7 +142,10 @@ def query(dsn: str) -> Callable[..., list[tuple[Any, ...]]]:
 
 
 async def wait_for(
-    condition: Callable[[], Any], *, timeout: float = 20.0, interval: float = 0.05
+    condition: Callable[[], Any],
+    *,
+    timeout: float = 20.0,  # noqa: ASYNC109 - bounds polling, not one awaitable
+    interval: float = 0.05,
 ) -> Any:
     """Poll `condition` until it returns a truthy value; fail after `timeout`.
 
