@@ -207,7 +207,7 @@ def _missing_schema(dsn: str, schema: str) -> SchemaError:
     return SchemaError(
         f"the pgjobs schema {schema!r} is not installed in {describe_dsn(dsn)}; "
         "install it with `await jobs.init_jobs(...)`, `await jobs.migrate()` or "
-        "`pgjobs migrate APP`"
+        "`pgjobs migrate --app module:attribute`"
     )
 
 
