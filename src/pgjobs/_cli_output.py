@@ -159,7 +159,11 @@ def job_detail(job: JobDetail, *, tracebacks: bool) -> str:
             f"{format_time(record.finished_at)} ({duration}, worker {worker})"
         )
         if record.error_type or record.error_message:
-            lines.append(f"     {record.error_type}: {record.error_message}")
+            # A result that could not be stored leaves a message with no type.
+            error = record.error_type or "Error"
+            if record.error_message:
+                error += f": {record.error_message}"
+            lines.append(f"     {error}")
         if tracebacks and record.traceback:
             lines += [f"     {line}" for line in record.traceback.splitlines()]
     return "\n".join(lines)
