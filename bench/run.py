@@ -510,7 +510,10 @@ def main(argv: list[str] | None = None) -> int:
     print(report(results, settings, header))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as output:
-            json.dump({"settings": asdict(settings), "results": results}, output)
+            json.dump(
+                {"header": header, "settings": asdict(settings), "results": results},
+                output,
+            )
     return 0
 
 
