@@ -97,3 +97,27 @@ def _mask_sequence(value: list[Any], origin: Any, arguments: tuple[Any, ...]) ->
 
 def _is_mapping_type(origin: Any) -> bool:
     return isinstance(origin, type) and issubclass(origin, Mapping)
+
+
+def model_has_secret(model: type[pydantic.BaseModel]) -> bool:
+    """Tell whether any field of `model`, at any depth, is a secret type."""
+    return _annotation_has_secret(model, set())
+
+
+def _annotation_has_secret(annotation: Any, seen: set[int]) -> bool:
+    if _is_secret(annotation):
+        return True
+    if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
+        # A model that refers to itself is walked once.
+        if id(annotation) in seen:
+            return False
+        seen.add(id(annotation))
+        return any(
+            _annotation_has_secret(field.annotation, seen)
+            for field in annotation.model_fields.values()
+        )
+    return any(
+        _annotation_has_secret(argument, seen)
+        for argument in typing.get_args(annotation)
+        if argument is not Ellipsis
+    )

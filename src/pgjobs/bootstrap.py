@@ -17,7 +17,7 @@ import procrastinate.job_context
 import procrastinate.periodic
 from psycopg.types.json import Jsonb
 
-from pgjobs import _payload, recovery, schema, worker
+from pgjobs import _payload, _redact, recovery, schema, worker
 from pgjobs.config import JobSystemConfig, Queue, Schedule, split_cron
 from pgjobs.errors import HandlerError, UsageError
 from pgjobs.runner import WorkerGroup
@@ -353,6 +353,13 @@ class Setup:
                 extra={"action": "start_workers"},
             )
             return
+        models = {
+            name: definition.payload_model
+            for name, definition in config.queues.items()
+            if definition.payload_model is not None
+        }
+        worker_names = [f"{config.worker.name}:{name}" for name in names]
+        _redact.install(models, worker_names)
         self.workers = WorkerGroup(
             app=self.system.app,
             config=config,

@@ -42,6 +42,7 @@ from pgjobs._dashboard_models import (
     RerunResult,
     Stats,
 )
+from pgjobs._masking import mask_payload
 from pgjobs.errors import JobNotFound
 
 if TYPE_CHECKING:
@@ -228,9 +229,16 @@ class Dashboard:
         if not _exists(checked):
             return None
         config = self._system.config
-        return await self._call(
+        detail = await self._call(
             lambda conn: _dashboard_queries.fetch_job(conn, checked, config), read=True
         )
+        definition = None if detail is None else config.queues.get(detail.queue)
+        if detail is None or definition is None or definition.payload_model is None:
+            return detail
+        # Secret fields of the payload model are stored in clear for the
+        # handler; what the dashboard returns may reach a page or a log.
+        masked = mask_payload(detail.payload, definition.payload_model)
+        return detail.model_copy(update={"payload": masked})
 
     async def rerun_job(self, job_id: int) -> RerunResult:
         """Send a finished job again as a new job; the original stays as it is.

@@ -16,7 +16,7 @@ from starlette.routing import Route, Router
 from starlette.templating import Jinja2Templates
 
 from pgjobs.admin import _format
-from pgjobs.admin._masking import mask_payload
+from pgjobs._masking import mask_payload
 from pgjobs.admin._metrics import CONTENT_TYPE, render_metrics
 from pgjobs.admin._security import (
     CSRF_FIELD,
