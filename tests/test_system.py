@@ -307,3 +307,30 @@ def test_start_again_after_loop_closed(dsn: str, query: Query) -> None:
     assert second_pool is not first_pool
     assert app_pool is second_pool
     assert second_id != first_id
+
+
+def test_handler_second_function_rejected(dsn: str) -> None:
+    jobs = pgjobs.create_job_system({"dsn": dsn, "queues": {"q": pgjobs.queue()}})
+
+    @jobs.handler("q")
+    def first(payload: dict[str, object]) -> None:
+        return None
+
+    def second(payload: dict[str, object]) -> None:
+        return None
+
+    with pytest.raises(pgjobs.UsageError, match="already has the handler"):
+        jobs.handler("q")(second)
+    assert jobs.handlers == {"q": first}
+
+
+def test_handler_same_function_twice_allowed(dsn: str) -> None:
+    jobs = pgjobs.create_job_system({"dsn": dsn, "queues": {"q": pgjobs.queue()}})
+
+    def only(payload: dict[str, object]) -> None:
+        return None
+
+    jobs.handler("q")(only)
+    jobs.handler("q")(only)
+
+    assert jobs.handlers == {"q": only}

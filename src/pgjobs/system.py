@@ -157,10 +157,19 @@ class JobSystem(SendMethods):
 
         Raises:
             QueueNotFound: the queue is not configured.
+            UsageError: another function is already registered for the queue.
         """
         name, _ = _sending.resolve_queue(self.config, queue)
 
         def register(function: HandlerT) -> HandlerT:
+            existing = self._handlers.get(name)
+            if existing is not None and existing is not function:
+                raise UsageError(
+                    f"queue {name!r} already has the handler "
+                    f"{_describe(existing)}; remove one of the two "
+                    f"registrations of {_describe(function)} or "
+                    f"{_describe(existing)}"
+                )
             self._handlers[name] = function
             return function
 
@@ -318,3 +327,9 @@ def create_job_system(config: JobSystemConfig | Mapping[str, Any]) -> JobSystem:
         ConfigError: the configuration is invalid; every problem is listed.
     """
     return JobSystem(build_config(config))
+
+
+def _describe(function: Callable[..., Any]) -> str:
+    module = getattr(function, "__module__", None)
+    name = getattr(function, "__qualname__", None) or repr(function)
+    return f"{module}.{name}" if module else name
