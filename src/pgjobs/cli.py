@@ -366,6 +366,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pgjobs: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader of our output exited early, as `pgjobs jobs | head` does.
+        # Point stdout at /dev/null so the interpreter's final flush does not
+        # raise the same error again at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
     except Exception as exc:
         report_error(exc, verbose=args.verbose > 0)
         return EXIT_FAILURE
