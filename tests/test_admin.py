@@ -19,8 +19,8 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 import pgjobs
-from pgjobs.admin import create_admin_app
 from pgjobs._masking import MASK, mask_payload
+from pgjobs.admin import create_admin_app
 from pgjobs.admin._metrics import render_metrics
 from pgjobs.dashboard import QueueStats, Stats
 from tests.conftest import wait_for

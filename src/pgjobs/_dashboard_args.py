@@ -181,7 +181,7 @@ def page_query(
             raise DashboardQueryError(
                 f"page {number!r} at per_page {size} would skip {offset} jobs; a "
                 f"page number may skip at most {MAX_OFFSET} (page {deepest} at this "
-                "size), so follow next_cursor to go deeper",
+                "size), so follow next_cursor (--cursor in the CLI) to go deeper",
                 argument="page",
                 value=number,
                 maximum=deepest,

@@ -170,7 +170,8 @@ async def _cancel(jobs: JobSystem, args: argparse.Namespace) -> int:
         "cancelled": f"Job {result.job_id} cancelled",
         "abort_requested": f"Abort of running job {result.job_id} requested; "
         "it ends as aborted",
-        "unchanged": f"Job {result.job_id} is already {result.state}; nothing to do",
+        "unchanged": f"Job {result.job_id} has already finished "
+        f"({result.state}); nothing to do",
     }
     print(messages[result.action])
     return EXIT_OK

@@ -104,7 +104,7 @@ class JobNotFound(PgJobsError, LookupError):
         self.job_id = job_id
         super().__init__(
             f"job {job_id!r} not found; it never existed or was pruned "
-            "(list jobs with dashboard.get_recent_jobs())"
+            "(list jobs with `pgjobs jobs` or dashboard.get_recent_jobs())"
         )
 
 

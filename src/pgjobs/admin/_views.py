@@ -15,8 +15,8 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route, Router
 from starlette.templating import Jinja2Templates
 
-from pgjobs.admin import _format
 from pgjobs._masking import mask_payload
+from pgjobs.admin import _format
 from pgjobs.admin._metrics import CONTENT_TYPE, render_metrics
 from pgjobs.admin._security import (
     CSRF_FIELD,
@@ -282,7 +282,10 @@ class AdminViews:
                 "when its handler stops."
             )
             return self.redirect_with_flash(request, job_path, "success", text)
-        text = f"Job {job_id} is already {result.state}; there is nothing to cancel."
+        text = (
+            f"Job {job_id} has already finished ({result.state}); "
+            "there is nothing to cancel."
+        )
         return self.redirect_with_flash(request, job_path, "error", text)
 
     async def metrics(self, request: Request) -> Response:
