@@ -367,3 +367,12 @@ def test_config_model_validate_hides_password() -> None:
     with pytest.raises(ValueError, match="schema") as caught:
         pgjobs.JobSystemConfig.model_validate({"dsn": DSN, "schema": "X"})
     assert PASSWORD not in str(caught.value)
+
+
+def test_config_shared_definition_rejected() -> None:
+    shared = pgjobs.queue()
+
+    with pytest.raises(pgjobs.ConfigError, match="share one queue"):
+        pgjobs.create_job_system(
+            {"dsn": "postgresql://u@localhost/db", "queues": {"a": shared, "b": shared}}
+        )

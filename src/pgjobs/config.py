@@ -412,6 +412,21 @@ def _has_environment_dsn() -> bool:
     return _dsn_from_environment() is not None
 
 
+def _shared_definition_problems(queues: Mapping[Any, Any]) -> list[str]:
+    # A definition object resolves to one name in send() and handler(), so
+    # the same object under two names would make one of them unreachable.
+    names_by_object: dict[int, list[str]] = {}
+    for name, definition in queues.items():
+        if isinstance(definition, Queue):
+            names_by_object.setdefault(id(definition), []).append(str(name))
+    return [
+        f"queues: {' and '.join(repr(name) for name in names)} share one queue() "
+        "definition object; call queue() once per name"
+        for names in names_by_object.values()
+        if len(names) > 1
+    ]
+
+
 def _reference_problems(
     queues: Any,
     schedules: Any,
@@ -429,6 +444,8 @@ def _reference_problems(
         problems.append(
             f"dsn: missing; pass dsn= or set the {DSN_ENV_VAR} environment variable"
         )
+    if isinstance(queues, Mapping):
+        problems.extend(_shared_definition_problems(queues))
     if not isinstance(queues, Mapping) or not isinstance(schedules, Mapping):
         return problems
     if not isinstance(max_payload_bytes, int):
