@@ -257,6 +257,11 @@ class RawProcrastinate(Contender):
         await self.app.open_async(self.pool)
 
     async def close(self) -> None:
+        # A run interrupted mid-drain leaves a worker holding connections,
+        # and closing the pool would wait for them.
+        if self.worker is not None:
+            self.worker_waits = True
+            await self.stop_worker()
         await self.app.close_async()
         if self.pool is not None:
             await self.pool.close()
