@@ -20,7 +20,7 @@ BENCH = pathlib.Path(__file__).resolve().parent.parent / "bench"
 
 @pytest.fixture
 def bench_module(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """Import a script of bench/ the way `python bench/NAME.py` sees it."""
+    """Return a loader of bench/ scripts as modules, with bench/ on sys.path."""
     monkeypatch.syspath_prepend(str(BENCH))
 
     def load(name: str) -> ModuleType:
