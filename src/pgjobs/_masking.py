@@ -1,7 +1,7 @@
-"""Masking of secret payload fields before a page shows them.
+"""Masking of secret payload fields in job detail, admin pages and logs.
 
-A payload is stored as JSON, so the admin page cannot ask the value whether
-it is secret. It walks the queue's payload model instead: every field typed
+A payload is stored as JSON, so its values cannot tell whether they are
+secret. The masking walks the queue's payload model instead: every field typed
 `SecretStr`, `SecretBytes` or `Secret[...]`, at any depth (nested models,
 lists, tuples, dicts, optional and union types), is replaced by `MASK`.
 """

@@ -4,7 +4,7 @@ procrastinate writes each job's arguments into its worker log lines
 ("Starting job emails[12](payload={...})") and into the record's `job`
 extra. Payload fields typed as pydantic secrets are stored in clear so the
 handler gets their value, so this filter rewrites those records with the
-fields masked before any handler sees them.
+fields masked before any logging handler receives them.
 """
 
 from __future__ import annotations
