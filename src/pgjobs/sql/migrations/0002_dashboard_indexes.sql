@@ -70,16 +70,30 @@ CREATE TABLE pgjobs_job_counts (
     PRIMARY KEY (queue_name, status, shard)
 );
 
+-- PL/pgSQL keeps the plans of these statements for the session, while an
+-- SQL-language function is planned again in each transaction (before
+-- PostgreSQL 18). Once the shard row exists, a plain UPDATE is cheaper than
+-- an upsert; the upsert covers the first job of a row and a concurrent first.
 CREATE FUNCTION pgjobs_add_job_count(
     _queue_name varchar,
     _status procrastinate_job_status,
     _delta bigint
 ) RETURNS void
-    LANGUAGE sql
+    LANGUAGE plpgsql
 AS $$
-    INSERT INTO pgjobs_job_counts AS c (queue_name, status, shard, jobs)
-    VALUES (_queue_name, _status, (pg_backend_pid() % 16)::smallint, _delta)
-    ON CONFLICT (queue_name, status, shard) DO UPDATE SET jobs = c.jobs + _delta
+DECLARE
+    _shard smallint := (pg_backend_pid() % 16)::smallint;
+BEGIN
+    UPDATE pgjobs_job_counts
+       SET jobs = jobs + _delta
+     WHERE queue_name = _queue_name AND status = _status AND shard = _shard;
+    IF NOT FOUND THEN
+        INSERT INTO pgjobs_job_counts AS c (queue_name, status, shard, jobs)
+        VALUES (_queue_name, _status, _shard, _delta)
+        ON CONFLICT (queue_name, status, shard)
+        DO UPDATE SET jobs = c.jobs + _delta;
+    END IF;
+END;
 $$;
 
 CREATE FUNCTION pgjobs_count_finished_job() RETURNS trigger
