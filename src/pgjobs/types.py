@@ -24,7 +24,12 @@ class JobContext:
 
     @property
     def is_last_attempt(self) -> bool:
-        """True when a failure now would not be retried."""
+        """True when a failure now would not be retried.
+
+        NOTE: `attempt` also counts runs that a worker stop interrupted, which
+        do not use the retry budget, so after such a run this can be True
+        while one more retry remains. False is always right.
+        """
         return self.attempt > self.retry_limit
 
     def should_abort(self) -> bool:
