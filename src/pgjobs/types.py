@@ -9,7 +9,7 @@ from typing import Any, TypeAlias
 
 @dataclass(frozen=True)
 class JobContext:
-    """What a handler may know about the job it runs.
+    """Information about the running job, passed to its handler.
 
     A handler that takes a second parameter receives this object.
     """

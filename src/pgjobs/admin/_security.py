@@ -32,7 +32,7 @@ FLASH_MAX_AGE = 300
 
 
 class AuthorizeMiddleware:
-    """ASGI middleware that answers 403 unless `authorize(request)` is true."""
+    """ASGI middleware that returns 403 unless `authorize(request)` is true."""
 
     def __init__(self, app: ASGIApp, authorize: Authorize) -> None:
         self.app = app
