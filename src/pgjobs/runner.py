@@ -29,10 +29,12 @@ from typing import Any
 import procrastinate
 import procrastinate.worker
 
+from pgjobs._manager import DurableJobManager
 from pgjobs.config import JobSystemConfig
 
 logger = logging.getLogger(__name__)
 
+_FIRST_BACKOFF = 1.0
 _MAX_BACKOFF = 30.0
 _STOP_REQUEST_INTERVAL = 0.1
 
@@ -113,6 +115,8 @@ class WorkerGroup:
         the database. Safe to call twice.
         """
         self._stopping.set()
+        if isinstance(self.app.job_manager, DurableJobManager):
+            self.app.job_manager.stop_trying(self.config.worker.graceful_timeout)
         task = self._task
         if task is None:
             return
@@ -126,6 +130,8 @@ class WorkerGroup:
             await task
 
     async def _run(self) -> None:
+        if isinstance(self.app.job_manager, DurableJobManager):
+            self.app.job_manager.keep_trying()
         logger.info(
             "Starting workers for queues %s",
             ", ".join(self.queues),
@@ -176,23 +182,33 @@ class WorkerGroup:
         )
 
     async def _supervise(self, name: str, *, defer_schedules: bool) -> None:
-        backoff = 1.0
+        loop = asyncio.get_running_loop()
+        backoff = _FIRST_BACKOFF
         while not self._stopping.is_set():
             worker = self._make_worker(name, defer_schedules)
             self._workers[name] = worker
+            started = loop.time()
+            failure: Exception | None = None
             try:
                 await worker.run()  # type: ignore[no-untyped-call]
             except Exception as exc:
-                logger.exception(
+                failure = exc
+            if failure is None and self._stopping.is_set():
+                break
+            # A worker that ran for a while ended on a new outage, not on the
+            # one that raised the backoff: it starts again from the shortest.
+            if loop.time() - started > _MAX_BACKOFF:
+                backoff = _FIRST_BACKOFF
+            if failure is not None:
+                logger.error(
                     "Worker of queue %s failed; restarting in %.0f s",
                     name,
                     backoff,
+                    exc_info=failure,
                     extra={"action": "worker_failed", "queue": name},
                 )
-                self.report_error(exc)
+                self.report_error(failure)
             else:
-                if self._stopping.is_set():
-                    break
                 logger.warning(
                     "Worker of queue %s stopped on its own; restarting in %.0f s",
                     name,

@@ -14,6 +14,7 @@ import psycopg
 import psycopg_pool
 
 from pgjobs import _db, _loop, _sending, bootstrap
+from pgjobs._manager import DurableJobManager
 from pgjobs._send_methods import SendMethods
 from pgjobs.config import JobSystemConfig, Queue, build_config
 from pgjobs.errors import UsageError
@@ -53,6 +54,7 @@ class JobSystem(SendMethods):
         self.config = config
         self._dsn = config.dsn.get_secret_value()
         self.app = procrastinate.App(connector=procrastinate.PsycopgConnector())
+        self.app.job_manager = DurableJobManager(self.app.connector)
         self._pool: psycopg_pool.AsyncConnectionPool | None = None
         self._owner = _loop.LoopOwner(self._start, self._forget_loop)
         self._handlers: dict[str, Handler] = {}

@@ -1,0 +1,202 @@
+"""A job manager whose workers do not lose a job's final status.
+
+procrastinate writes a job's outcome once, when its run ends. If the server
+is unreachable at that moment, the write fails and the job stays `doing`
+under a worker that reconnects and keeps beating, so no orphan sweep ever
+takes it back. This manager retries that write with a capped backoff until
+the database accepts it.
+
+A retried write is guarded: it applies only while the job is still
+`doing` under the worker that ran it. If the first write did commit before
+the connection dropped, or a peer's sweep settled the job during a long
+outage, the guard finds nothing to do and the outcome stays as it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, LiteralString
+
+import procrastinate.jobs
+import procrastinate.manager
+import procrastinate.utils
+import psycopg_pool
+
+from pgjobs import _db
+
+logger = logging.getLogger(__name__)
+
+_FIRST_DELAY = 0.1
+_MAX_DELAY = 2.0
+
+# The job row is locked in a materialised CTE first, so the procrastinate
+# function only runs while the row is still this worker's running job.
+GUARDED_FINISH_SQL: LiteralString = """
+WITH running AS MATERIALIZED (
+    SELECT id FROM procrastinate_jobs
+     WHERE id = %(job_id)s AND status = 'doing'
+       AND worker_id IS NOT DISTINCT FROM %(worker_id)s
+       FOR UPDATE
+)
+SELECT procrastinate_finish_job_v1(id, %(status)s, %(delete_job)s) FROM running
+"""
+
+GUARDED_RETRY_SQL: LiteralString = """
+WITH running AS MATERIALIZED (
+    SELECT id FROM procrastinate_jobs
+     WHERE id = %(job_id)s AND status = 'doing'
+       AND worker_id IS NOT DISTINCT FROM %(worker_id)s
+       FOR UPDATE
+)
+SELECT procrastinate_retry_job_v2(
+           id, %(retry_at)s, %(priority)s, %(queue)s, %(lock)s)
+  FROM running
+"""
+
+
+class DurableJobManager(procrastinate.manager.JobManager):
+    """procrastinate's job manager with final-status writes that outlast outages."""
+
+    def __init__(self, connector: Any) -> None:
+        super().__init__(connector)
+        self._stopping_since: float | None = None
+        self._grace = 0.0
+
+    def keep_trying(self) -> None:
+        """Retry final writes for as long as the database stays away."""
+        self._stopping_since = None
+
+    def stop_trying(self, grace: float) -> None:
+        """Bound the retries of final writes from now on.
+
+        A stopping worker calls this so that an outage cannot hold its
+        shutdown forever: each failed write keeps trying for `grace`
+        seconds after this call or after its own first failure, whichever
+        is later. A job whose write is abandoned stays `doing` until a
+        peer's sweep finds this process's heartbeat stale.
+        """
+        if self._stopping_since is None:
+            self._stopping_since = asyncio.get_running_loop().time()
+        self._grace = grace
+
+    def _gave_up(self, failed_at: float, now: float) -> bool:
+        if self._stopping_since is None:
+            return False
+        return now >= max(self._stopping_since, failed_at) + self._grace
+
+    async def finish_job(
+        self,
+        job: procrastinate.jobs.Job,
+        status: procrastinate.jobs.Status,
+        delete_job: bool,
+    ) -> None:
+        """Write the job's final status, retrying while the server is away."""
+        first = super().finish_job
+
+        async def write() -> None:
+            await first(job=job, status=status, delete_job=delete_job)
+
+        async def guarded() -> list[dict[str, Any]]:
+            return await self.connector.execute_query_all_async(
+                GUARDED_FINISH_SQL,
+                job_id=job.id,
+                worker_id=job.worker_id,
+                status=status.value,
+                delete_job=delete_job,
+            )
+
+        await self._persist(job, write, guarded)
+
+    async def retry_job(
+        self,
+        job: procrastinate.jobs.Job,
+        retry_at: datetime.datetime | None = None,
+        priority: int | None = None,
+        queue: str | None = None,
+        lock: str | None = None,
+    ) -> None:
+        """Put the job back to be retried, retrying while the server is away."""
+        at = retry_at or procrastinate.utils.utcnow()
+        first = super().retry_job
+
+        async def write() -> None:
+            await first(job=job, retry_at=at, priority=priority, queue=queue, lock=lock)
+
+        async def guarded() -> list[dict[str, Any]]:
+            return await self.connector.execute_query_all_async(
+                GUARDED_RETRY_SQL,
+                job_id=job.id,
+                worker_id=job.worker_id,
+                retry_at=at,
+                priority=priority,
+                queue=queue,
+                lock=lock,
+            )
+
+        await self._persist(job, write, guarded)
+
+    async def _persist(
+        self,
+        job: procrastinate.jobs.Job,
+        write: Callable[[], Awaitable[None]],
+        guarded: Callable[[], Awaitable[list[dict[str, Any]]]],
+    ) -> None:
+        try:
+            await write()
+            return
+        except Exception as exc:
+            if not _can_retry(exc):
+                raise
+            logger.warning(
+                "Failed to write the final status of job %s: %s. Retrying "
+                "until the database is reachable",
+                job.id,
+                exc.__cause__ or exc,
+                extra={"action": "final_write_failed", "job_id": job.id},
+            )
+        loop = asyncio.get_running_loop()
+        failed_at = loop.time()
+        delay = _FIRST_DELAY
+        while True:
+            if self._gave_up(failed_at, loop.time()):
+                logger.error(
+                    "Gave up writing the final status of job %s because the "
+                    "worker is stopping. The job stays 'doing' until an orphan "
+                    "sweep finds this worker's heartbeat stale",
+                    job.id,
+                    extra={"action": "final_write_abandoned", "job_id": job.id},
+                )
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _MAX_DELAY)
+            try:
+                written = await guarded()
+            except Exception as exc:
+                if not _can_retry(exc):
+                    raise
+                continue
+            if written:
+                logger.info(
+                    "Wrote the final status of job %s after the outage",
+                    job.id,
+                    extra={"action": "final_write_recovered", "job_id": job.id},
+                )
+            else:
+                logger.info(
+                    "Job %s was already settled when the database became "
+                    "reachable, so its final status was left as it is",
+                    job.id,
+                    extra={"action": "final_write_settled", "job_id": job.id},
+                )
+            return
+
+
+def _can_retry(exc: BaseException) -> bool:
+    # A closed pool means the system is shutting down: no retry can succeed.
+    cause = exc.__cause__ or exc
+    return _db.is_connection_error(exc) and not isinstance(
+        cause, psycopg_pool.PoolClosed
+    )
