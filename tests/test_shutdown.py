@@ -77,13 +77,20 @@ async def test_stop_interrupts_after_graceful_timeout(
 
 async def test_stop_interrupted_run_keeps_budget(make_system: Any, query: Any) -> None:
     attempts: list[int] = []
+    last: list[bool] = []
+    interrupted: list[int] = []
+
+    def note(context: pgjobs.JobContext) -> None:
+        attempts.append(context.attempt)
+        last.append(context.is_last_attempt)
+        interrupted.append(context.interrupted_runs)
 
     async def hang(payload: dict[str, Any], context: pgjobs.JobContext) -> None:
-        attempts.append(context.attempt)
+        note(context)
         await asyncio.sleep(3600)
 
     async def fail(payload: dict[str, Any], context: pgjobs.JobContext) -> None:
-        attempts.append(context.attempt)
+        note(context)
         raise RuntimeError("fails")
 
     jobs = make_system(
@@ -98,6 +105,8 @@ async def test_stop_interrupted_run_keeps_budget(make_system: Any, query: Any) -
 
     # The interrupted run does not count: one run and one retry still follow.
     assert attempts == [1, 2, 3]
+    assert interrupted == [0, 1, 1]
+    assert last == [False, False, True]
     assert outcomes_of(query, job_id) == [
         (1, "interrupted"),
         (2, "failed"),

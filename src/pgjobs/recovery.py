@@ -107,6 +107,7 @@ class PendingHook:
     queue: str
     attempt: int
     retry_limit: int
+    interrupted_runs: int
     args: dict[str, Any]
 
 
@@ -285,6 +286,7 @@ def _pending_hook(
         queue=row["queue_name"],
         attempt=outcome.attempt,
         retry_limit=_retry_limit(row, queues.get(row["queue_name"])),
+        interrupted_runs=row["interrupted_runs"],
         args=row["args"] or {},
     )
 
@@ -334,5 +336,6 @@ def hook_arguments(hook: PendingHook, definition: Queue[Any]) -> tuple[Any, JobC
         attempt=hook.attempt,
         retry_limit=hook.retry_limit,
         worker_name="",
+        interrupted_runs=hook.interrupted_runs,
     )
     return payload, context

@@ -20,17 +20,14 @@ class JobContext:
     retry_limit: int
     worker_name: str
     scheduled_for: float | None = None
+    interrupted_runs: int = 0
+    """Earlier runs that a stopping worker interrupted; they use no retry."""
     _abort_checks: tuple[Callable[[], bool], ...] = field(default=(), repr=False)
 
     @property
     def is_last_attempt(self) -> bool:
-        """True when a failure now would not be retried.
-
-        NOTE: `attempt` also counts runs that a worker stop interrupted, which
-        do not use the retry budget, so after such a run this can be True
-        while one more retry remains. False is always right.
-        """
-        return self.attempt > self.retry_limit
+        """True when a failure now would not be retried."""
+        return self.attempt - self.interrupted_runs > self.retry_limit
 
     def should_abort(self) -> bool:
         """Return True once the job is cancelled, timed out or the worker stops.

@@ -234,6 +234,7 @@ class QueueTask:
             retry_limit=self.definition.retry_limit,
             worker_name=context.worker_name or "",
             scheduled_for=float(timestamp) if timestamp is not None else None,
+            interrupted_runs=await self._interrupted_runs(job),
             _abort_checks=(context.should_abort, timed_out.is_set),
         )
         run = _Run(self, context, job_context)
@@ -257,6 +258,27 @@ class QueueTask:
             await run.failed(exc, argument)
             raise
         return await run.succeeded(result)
+
+    async def _interrupted_runs(self, job: procrastinate.jobs.Job) -> int:
+        # Only a job that ran before can have interrupted runs; a first run
+        # costs no query.
+        if job.attempts == 0 or job.id is None:
+            return 0
+        try:
+            async with self.runtime.pool.connection() as conn:
+                return await _attempts.count_interrupted(conn, job.id)
+        except Exception as exc:
+            logger.exception(
+                "Could not count the interrupted runs of job %s; counting none",
+                job.id,
+                extra={
+                    "action": "count_interrupted_failed",
+                    "job_id": job.id,
+                    "queue": self.queue_name,
+                },
+            )
+            self.runtime.report_error(exc)
+            return 0
 
     async def _run_handler(
         self, argument: Any, job_context: JobContext, timed_out: threading.Event
@@ -358,9 +380,10 @@ class _Run:
         self.task.runtime.report_error(exc)
 
         strategy = self.task.retry_strategy
-        interrupted = await self._interrupted_runs()
         decision = strategy.decide(
-            exception=exc, job=self.job, interrupted_runs=interrupted
+            exception=exc,
+            job=self.job,
+            interrupted_runs=self.job_context.interrupted_runs,
         )
         strategy.remember(self.job_context.job_id, decision)
         if decision is None:
@@ -389,23 +412,6 @@ class _Run:
             raise interrupted from exc
         await self._record_error(exc, "aborted")
         raise exc
-
-    async def _interrupted_runs(self) -> int:
-        # Only a job that ran before can have interrupted runs; a first run
-        # costs no query.
-        if self.job.attempts == 0:
-            return 0
-        try:
-            async with self.task.runtime.pool.connection() as conn:
-                return await _attempts.count_interrupted(conn, self.job_context.job_id)
-        except Exception as exc:
-            logger.exception(
-                "Could not count the interrupted runs of job %s; counting none",
-                self.job_context.job_id,
-                extra=self._extra("count_interrupted_failed"),
-            )
-            self.task.runtime.report_error(exc)
-            return 0
 
     async def _record_error(self, exc: BaseException, outcome: str) -> None:
         error_type, message, formatted = _attempts.describe_error(exc)
