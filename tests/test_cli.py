@@ -476,3 +476,32 @@ async def test_cli_worker_early_signal(migrated: str, tmp_path: Path) -> None:
         worker.signal(signal.SIGTERM)
         code = worker.finish()
     assert code == 0, worker.stderr
+
+
+UNREACHABLE = "postgresql://someone:s3cret-word@127.0.0.1:1/nowhere"
+
+
+def test_cli_worker_wait_runs_out(dsn: str) -> None:
+    result = run_cli(
+        dsn, "worker", "--wait-for-database", "2s", env=command_env(UNREACHABLE)
+    )
+    assert result.returncode == 1
+    assert "retrying in" in result.stderr
+    assert "cannot reach PostgreSQL at 127.0.0.1:1" in result.stderr
+    assert "s3cret-word" not in result.stderr
+
+
+def test_cli_worker_wait_invalid(dsn: str) -> None:
+    result = run_cli(dsn, "worker", "--wait-for-database", "0")
+    assert result.returncode == 2
+    assert "invalid duration '0'" in result.stderr
+
+
+async def test_cli_worker_signal_while_waiting(dsn: str, tmp_path: Path) -> None:
+    worker = Worker(UNREACHABLE, tmp_path, APP, "--wait-for-database", "5m")
+    try:
+        await wait_for(lambda: "retrying in" in worker.stderr, timeout=60)
+    finally:
+        worker.signal(signal.SIGTERM)
+        code = worker.finish()
+    assert code == 0, worker.stderr

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -24,6 +26,7 @@ from tests.conftest import FAST_WORKER, wait_for
 from tests.faults.fixtures import describe_processes, fetch, statuses
 from tests.faults.runs import create_runs_table
 from tests.faults.servers import TempCluster
+from tests.test_cli import APP, Worker
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -308,3 +311,28 @@ async def test_stop_during_outage_leaves_job_to_sweep(
     finally:
         await peer.stop()
     assert runs == [1, 1]
+
+
+async def test_worker_waits_for_database_at_start(
+    temp_cluster: TempCluster, tmp_path: Path
+) -> None:
+    with psycopg.connect(temp_cluster.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE DATABASE late")
+    dsn = temp_cluster.dsn("late")
+    await asyncio.to_thread(temp_cluster.stop, "fast")
+
+    worker = Worker(dsn, tmp_path, APP, "--wait-for-database", "5m")
+    try:
+        await wait_for(lambda: "retrying in" in worker.stderr, timeout=60)
+        await asyncio.to_thread(temp_cluster.start)
+        await wait_for(lambda: "Connected to PostgreSQL" in worker.stderr, timeout=60)
+        jobs = pgjobs.create_job_system({"dsn": dsn, "queues": {"quick": {}}})
+        try:
+            job_id = await jobs.send("quick", {"n": 1})
+        finally:
+            await jobs.stop()
+        await wait_for(lambda: statuses(dsn).get(job_id) == "succeeded", timeout=60)
+    finally:
+        worker.signal(signal.SIGTERM)
+        code = worker.finish()
+    assert code == 0, worker.stderr

@@ -133,6 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="QUEUE",
         help="work only this queue; repeat for several (default: all queues)",
     )
+    worker.add_argument(
+        "--wait-for-database",
+        type=parse_duration,
+        metavar="DURATION",
+        help="at start-up, retry for up to this long while the database is "
+        "unreachable, such as 60s or 5m (default: exit 1 at once)",
+    )
 
     commands.add_parser(
         "stats",

@@ -25,7 +25,7 @@ from pydantic import BaseModel
 from pgjobs import _cli_output as output
 from pgjobs._cli_parser import APP_ENV_VAR, build_parser
 from pgjobs.dashboard import FINISHED_STATES
-from pgjobs.errors import JobNotFound, PgJobsError
+from pgjobs.errors import DatabaseUnavailable, JobNotFound, PgJobsError
 from pgjobs.system import JobSystem
 
 logger = logging.getLogger(__name__)
@@ -33,6 +33,9 @@ logger = logging.getLogger(__name__)
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_INTERRUPTED = 130
+
+_FIRST_CONNECT_DELAY = 1.0
+_MAX_CONNECT_DELAY = 10.0
 
 _MAX_CAUSES = 10
 
@@ -219,13 +222,16 @@ async def _run_command(jobs: JobSystem, args: argparse.Namespace) -> int:
         await jobs.stop()
 
 
-async def run_worker(jobs: JobSystem, queues: Sequence[str] | None) -> int:
+async def run_worker(
+    jobs: JobSystem, queues: Sequence[str] | None, wait_for_database: float = 0.0
+) -> int:
     """Run the workers until SIGTERM or SIGINT, then stop gracefully.
 
     The first signal calls `jobs.stop()`: fetching stops, running jobs get
     the graceful timeout to finish, the rest are aborted so that they are
     retried, and every final status is written. Later signals are logged
-    and change nothing.
+    and change nothing. With `wait_for_database` seconds, an unreachable
+    database at start-up is retried for that long before the command fails.
     """
     if not jobs.config.queues:
         raise CommandError(
@@ -261,6 +267,7 @@ async def run_worker(jobs: JobSystem, queues: Sequence[str] | None) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
     try:
+        await _connect(jobs, wait_for_database)
         await jobs.run_worker(queues=queues)
     except asyncio.CancelledError:
         if stopping is None:
@@ -275,6 +282,31 @@ async def run_worker(jobs: JobSystem, queues: Sequence[str] | None) -> int:
     if stopping is None:
         raise CommandError("the workers stopped without a stop signal")
     return EXIT_OK
+
+
+async def _connect(jobs: JobSystem, wait_for_database: float) -> None:
+    """Start the job system, retrying for `wait_for_database` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_for_database
+    delay = _FIRST_CONNECT_DELAY
+    while True:
+        try:
+            await jobs.get_app()
+            return
+        except DatabaseUnavailable as exc:
+            left = deadline - loop.time()
+            if left <= 0:
+                raise
+            delay = min(delay, left)
+            logger.warning(
+                "%s; retrying in %.0f s (%.0f s left of --wait-for-database)",
+                exc,
+                delay,
+                left,
+                extra={"action": "wait_for_database"},
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _MAX_CONNECT_DELAY)
 
 
 def _run_demo(args: argparse.Namespace) -> int:
@@ -297,7 +329,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _run_demo(args)
     jobs = load_system(_app_spec(args))
     if args.command == "worker":
-        return asyncio.run(run_worker(jobs, args.queues))
+        wait = args.wait_for_database
+        seconds = wait.total_seconds() if wait is not None else 0.0
+        return asyncio.run(run_worker(jobs, args.queues, seconds))
     return asyncio.run(_run_command(jobs, args))
 
 
