@@ -325,7 +325,8 @@ async def test_worker_waits_for_database_at_start(
     try:
         await wait_for(lambda: "retrying in" in worker.stderr, timeout=60)
         await asyncio.to_thread(temp_cluster.start)
-        await wait_for(lambda: "Connected to PostgreSQL" in worker.stderr, timeout=60)
+        # The schema is installed once the workers start, not at connection.
+        await wait_for(lambda: "Starting workers" in worker.stderr, timeout=60)
         jobs = pgjobs.create_job_system({"dsn": dsn, "queues": {"quick": {}}})
         try:
             job_id = await jobs.send("quick", {"n": 1})
