@@ -337,3 +337,46 @@ async def test_worker_waits_for_database_at_start(
         worker.signal(signal.SIGTERM)
         code = worker.finish()
     assert code == 0, worker.stderr
+
+
+async def test_outage_sweep_spares_live_workers(
+    temp_cluster: TempCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    with psycopg.connect(temp_cluster.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE DATABASE spared")
+    dsn = temp_cluster.dsn("spared")
+    started = asyncio.Event()
+    runs: list[int] = []
+
+    async def handler(payload: dict[str, Any]) -> str:
+        runs.append(payload["n"])
+        started.set()
+        await asyncio.sleep(12)
+        return "done"
+
+    # The outage lasts longer than the stalled timeout, so every heartbeat
+    # is stale when the server comes back; yet both workers are alive.
+    config = {
+        "dsn": dsn,
+        "queues": {"spared": pgjobs.queue(retry_limit=3, retry_delay=0)},
+        "worker": FAST_WORKER,
+        "pool": {"timeout": 1.0, "connect_timeout": 1.0},
+    }
+    runner = pgjobs.create_job_system(config)
+    peer = pgjobs.create_job_system(config)
+    try:
+        await runner.init_jobs({"spared": handler})
+        job_id = await runner.send("spared", {"n": 1})
+        await asyncio.wait_for(started.wait(), timeout=30)
+        await peer.init_jobs({"spared": handler})
+        await asyncio.to_thread(temp_cluster.stop, "fast")
+        await asyncio.sleep(FAST_WORKER["stalled_timeout"] + 1)
+        await asyncio.to_thread(temp_cluster.start)
+        await wait_for(
+            lambda: statuses(dsn).get(job_id) == "succeeded", timeout=90, interval=0.2
+        )
+    finally:
+        await runner.stop()
+        await peer.stop()
+    assert runs == [1]
+    assert "Recovered orphaned job" not in caplog.text

@@ -7,14 +7,17 @@ running under the worker that ran it.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 from collections.abc import Callable
 from typing import Any
 
 import procrastinate.jobs
+import pytest
 
 import pgjobs
 from pgjobs._manager import GUARDED_FINISH_SQL, GUARDED_RETRY_SQL, DurableJobManager
+from tests.conftest import wait_for
 
 
 async def _fetched(
@@ -108,3 +111,32 @@ async def test_guarded_finish_skips_swept_job(
     )
     assert written == []
     assert _status(query, job.id) == "doing"
+
+
+async def test_taken_over_run_leaves_job_alone(
+    make_system: Callable[..., pgjobs.JobSystem],
+    query: Callable[..., list[tuple[Any, ...]]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    started = asyncio.Event()
+    release = asyncio.Event()
+    runs: list[int] = []
+
+    async def handler(payload: dict[str, Any]) -> None:
+        runs.append(len(runs) + 1)
+        if len(runs) == 1:
+            started.set()
+            await release.wait()
+
+    jobs = make_system(queues={"guard": pgjobs.queue()})
+    await jobs.init_jobs({"guard": handler})
+    job_id = await jobs.send("guard", {})
+    await asyncio.wait_for(started.wait(), timeout=20)
+    # A peer's sweep put the job back while its first run still went on.
+    query("SELECT procrastinate_retry_job_v2(%s, now(), NULL, NULL, NULL)", job_id)
+    release.set()
+
+    await wait_for(lambda: _status(query, job_id) == "succeeded")
+    # The first run's late write changed nothing: the job ran again.
+    assert runs == [1, 2]
+    assert f"Job {job_id} no longer runs under worker" in caplog.text

@@ -1,4 +1,4 @@
-"""A job manager whose workers do not lose a job's final status.
+"""A job manager whose workers neither lose nor misplace a job's final status.
 
 procrastinate writes a job's outcome once, when its run ends. If the server
 is unreachable at that moment, the write fails and the job stays `doing`
@@ -6,10 +6,12 @@ under a worker that reconnects and keeps beating, so no orphan sweep ever
 takes it back. This manager retries that write with a capped backoff until
 the database accepts it.
 
-A retried write is guarded: it applies only while the job is still
-`doing` under the worker that ran it. If the first write did commit before
-the connection dropped, or a peer's sweep settled the job during a long
-outage, the guard finds nothing to do and the outcome stays as it is.
+Every final write is also guarded: it applies only while the job is still
+`doing` under the worker that ran it. procrastinate's own functions do not
+check the worker. A peer's sweep may take a run over, after a long outage
+or a loop blocked past the stalled timeout. The old run's late write could
+then finish or put back the job while its new run goes on, or reopen a
+job that has since failed for good.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ SELECT procrastinate_retry_job_v2(
 
 
 class DurableJobManager(procrastinate.manager.JobManager):
-    """procrastinate's job manager with final-status writes that outlast outages."""
+    """procrastinate's job manager with guarded final writes that outlast outages."""
 
     def __init__(self, connector: Any) -> None:
         super().__init__(connector)
@@ -94,10 +96,6 @@ class DurableJobManager(procrastinate.manager.JobManager):
         delete_job: bool,
     ) -> None:
         """Write the job's final status, retrying while the server is away."""
-        first = super().finish_job
-
-        async def write() -> None:
-            await first(job=job, status=status, delete_job=delete_job)
 
         async def guarded() -> list[dict[str, Any]]:
             return await self.connector.execute_query_all_async(
@@ -108,7 +106,7 @@ class DurableJobManager(procrastinate.manager.JobManager):
                 delete_job=delete_job,
             )
 
-        await self._persist(job, write, guarded)
+        await self._persist(job, guarded)
 
     async def retry_job(
         self,
@@ -120,10 +118,6 @@ class DurableJobManager(procrastinate.manager.JobManager):
     ) -> None:
         """Put the job back to be retried, retrying while the server is away."""
         at = retry_at or procrastinate.utils.utcnow()
-        first = super().retry_job
-
-        async def write() -> None:
-            await first(job=job, retry_at=at, priority=priority, queue=queue, lock=lock)
 
         async def guarded() -> list[dict[str, Any]]:
             return await self.connector.execute_query_all_async(
@@ -136,62 +130,75 @@ class DurableJobManager(procrastinate.manager.JobManager):
                 lock=lock,
             )
 
-        await self._persist(job, write, guarded)
+        await self._persist(job, guarded)
 
     async def _persist(
         self,
         job: procrastinate.jobs.Job,
-        write: Callable[[], Awaitable[None]],
         guarded: Callable[[], Awaitable[list[dict[str, Any]]]],
     ) -> None:
-        try:
-            await write()
-            return
-        except Exception as exc:
-            if not _can_retry(exc):
-                raise
-            logger.warning(
-                "Failed to write the final status of job %s: %s. Retrying "
-                "until the database is reachable",
-                job.id,
-                exc.__cause__ or exc,
-                extra={"action": "final_write_failed", "job_id": job.id},
-            )
         loop = asyncio.get_running_loop()
-        failed_at = loop.time()
+        failed_at: float | None = None
         delay = _FIRST_DELAY
         while True:
-            if self._gave_up(failed_at, loop.time()):
-                logger.error(
-                    "Gave up writing the final status of job %s because the "
-                    "worker is stopping. The job stays 'doing' until an orphan "
-                    "sweep finds this worker's heartbeat stale",
-                    job.id,
-                    extra={"action": "final_write_abandoned", "job_id": job.id},
-                )
-                return
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, _MAX_DELAY)
             try:
                 written = await guarded()
             except Exception as exc:
                 if not _can_retry(exc):
                     raise
+                if failed_at is None:
+                    failed_at = loop.time()
+                    logger.warning(
+                        "Failed to write the final status of job %s: %s. "
+                        "Retrying until the database is reachable",
+                        job.id,
+                        exc.__cause__ or exc,
+                        extra=_extra(job, "final_write_failed"),
+                    )
+                if self._gave_up(failed_at, loop.time()):
+                    logger.error(
+                        "Gave up writing the final status of job %s because the "
+                        "worker is stopping. The job stays 'doing' until an "
+                        "orphan sweep finds this worker's heartbeat stale",
+                        job.id,
+                        extra=_extra(job, "final_write_abandoned"),
+                    )
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _MAX_DELAY)
                 continue
-            if written:
+            if written and failed_at is not None:
                 logger.info(
                     "Wrote the final status of job %s after the outage",
                     job.id,
-                    extra={"action": "final_write_recovered", "job_id": job.id},
+                    extra=_extra(job, "final_write_recovered"),
                 )
-            else:
+            elif not written and failed_at is not None:
+                # The write before the outage may have committed unseen.
                 logger.info(
                     "Job %s was already settled when the database became "
                     "reachable, so its final status was left as it is",
                     job.id,
-                    extra={"action": "final_write_settled", "job_id": job.id},
+                    extra=_extra(job, "final_write_settled"),
+                )
+            elif not written:
+                logger.warning(
+                    "Job %s no longer runs under worker %s: an orphan sweep "
+                    "settled it, so the outcome of this run was not written",
+                    job.id,
+                    job.worker_id,
+                    extra=_extra(job, "final_write_skipped"),
                 )
             return
+
+
+def _extra(job: procrastinate.jobs.Job, action: str) -> dict[str, Any]:
+    return {
+        "action": action,
+        "job_id": job.id,
+        "queue": job.queue,
+        "worker_id": job.worker_id,
+    }
 
 
 def _can_retry(exc: BaseException) -> bool:

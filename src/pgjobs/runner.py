@@ -15,7 +15,9 @@ is set. A crashed worker's jobs are therefore retried between
 heartbeat. An event loop blocked for longer than `stalled_timeout` makes a
 live worker look dead, and its jobs would then run twice. Every process on
 one database must use the same two settings, because each judges the
-others' heartbeats by its own `stalled_timeout`.
+others' heartbeats by its own `stalled_timeout`. After the database was
+unreachable, a process waits one `stalled_timeout` before it sweeps again,
+since peers that are alive may not have reconnected yet.
 """
 
 from __future__ import annotations
@@ -29,12 +31,15 @@ from typing import Any
 import procrastinate
 import procrastinate.worker
 
+from pgjobs import _db
 from pgjobs._manager import DurableJobManager
 from pgjobs.config import JobSystemConfig
 
 logger = logging.getLogger(__name__)
 
 _FIRST_BACKOFF = 1.0
+# Ten years: a heartbeat age that no live or dead worker reaches.
+_NEVER_PRUNE = 10 * 365 * 86400.0
 _MAX_BACKOFF = 30.0
 _STOP_REQUEST_INTERVAL = 0.1
 
@@ -79,6 +84,8 @@ class WorkerGroup:
         self._workers: dict[str, procrastinate.worker.Worker] = {}
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # Loop time of the last failed heartbeat or sweep.
+        self._unreachable_at: float | None = None
 
     @property
     def running(self) -> bool:
@@ -178,7 +185,13 @@ class WorkerGroup:
             and not self.config.pool.transaction_pooling,
             install_signal_handlers=False,
             update_heartbeat_interval=settings.heartbeat_interval,
-            stalled_worker_timeout=settings.stalled_timeout,
+            # procrastinate prunes stalled workers when a worker starts, and
+            # after an outage that would delete peers that are alive but not
+            # reconnected yet. pgjobs' sweep prunes them instead, with the
+            # outage taken into account.
+            stalled_worker_timeout=(
+                settings.stalled_timeout if self.sweep is None else _NEVER_PRUNE
+            ),
         )
 
     async def _supervise(self, name: str, *, defer_schedules: bool) -> None:
@@ -200,6 +213,8 @@ class WorkerGroup:
             if loop.time() - started > _MAX_BACKOFF:
                 backoff = _FIRST_BACKOFF
             if failure is not None:
+                if _db.is_connection_error(failure):
+                    self._unreachable_at = loop.time()
                 logger.error(
                     "Worker of queue %s failed; restarting in %.0f s",
                     name,
@@ -220,6 +235,15 @@ class WorkerGroup:
             backoff = min(backoff * 2, _MAX_BACKOFF)
         self._workers.pop(name, None)
 
+    async def _beat(self) -> None:
+        """Update the heartbeat of every worker of this group now."""
+        try:
+            for worker_id in self.worker_ids:
+                await self.app.job_manager.update_heartbeat(worker_id)
+        except Exception:
+            self._unreachable_at = asyncio.get_running_loop().time()
+            raise
+
     async def _heartbeat_loop(self) -> None:
         # procrastinate stops a worker's heartbeat as soon as the worker
         # begins to stop, while its jobs may run for the graceful timeout or,
@@ -230,8 +254,7 @@ class WorkerGroup:
         while True:
             await asyncio.sleep(interval)
             try:
-                for worker_id in self.worker_ids:
-                    await self.app.job_manager.update_heartbeat(worker_id)
+                await self._beat()
             except Exception as exc:
                 # Logged once per outage: the database being down is already
                 # reported by every worker.
@@ -250,6 +273,16 @@ class WorkerGroup:
                     )
                 failing = False
 
+    def _outage_is_recent(self) -> bool:
+        # During an outage no worker can beat, and afterwards each process
+        # reconnects at its own pace. Until the database has been reachable
+        # for a whole stalled timeout, a stale heartbeat may belong to a
+        # live worker that has not reconnected yet.
+        if self._unreachable_at is None:
+            return False
+        elapsed = asyncio.get_running_loop().time() - self._unreachable_at
+        return elapsed < self.config.worker.stalled_timeout
+
     async def _sweep_loop(self) -> None:
         assert self.sweep is not None  # the loop only starts with a sweep
         interval = self.config.worker.sweep_interval
@@ -258,9 +291,21 @@ class WorkerGroup:
                 await asyncio.wait_for(self._stopping.wait(), timeout=interval)
             if self._stopping.is_set():
                 return
+            if self._outage_is_recent():
+                logger.info(
+                    "Orphan sweep postponed: the database was unreachable less "
+                    "than %g s ago, so other workers may not have reconnected",
+                    self.config.worker.stalled_timeout,
+                    extra={"action": "sweep_postponed"},
+                )
+                continue
             try:
+                # This process's own workers are alive: beat first, so that
+                # the sweep never takes their jobs for orphans.
+                await self._beat()
                 await self.sweep()
             except Exception as exc:
+                self._unreachable_at = asyncio.get_running_loop().time()
                 logger.exception(
                     "Orphan sweep failed; retrying in %.0f s",
                     interval,
