@@ -80,6 +80,14 @@ async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
     await conn.set_autocommit(True)
 
 
+async def connect(config: JobSystemConfig) -> psycopg.AsyncConnection[Any]:
+    """Open one autocommit connection outside the pool, configured as the pool's are."""
+    assert config.dsn is not None
+    return await psycopg.AsyncConnection.connect(
+        config.dsn.get_secret_value(), autocommit=True, **_connection_kwargs(config)
+    )
+
+
 async def check_reachable(config: JobSystemConfig) -> None:
     """Open one connection and check its search path, so start-up fails fast.
 

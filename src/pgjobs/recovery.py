@@ -1,8 +1,8 @@
 """Recovery of orphaned jobs: jobs left running by a worker that died.
 
 A worker is taken for dead when its heartbeat is older than the stalled
-timeout, or when its row is gone. Each of its jobs is settled by what the
-attempt records show:
+timeout, while the server has been up for at least that long, or when its
+row is gone. Each of its jobs is settled by what the attempt records show:
 
 - the run had already succeeded (its result is recorded): ``succeeded``;
 - the run had failed and its on_failed hook ran: ``failed``;
@@ -36,8 +36,15 @@ from pgjobs.types import JobContext
 
 logger = logging.getLogger(__name__)
 
+# No worker can beat while the server is down, and after a restart each
+# process reconnects at its own pace. So heartbeats count as stale only once
+# the server has been up for the stalled timeout; until then nothing is
+# pruned (the huge age below matches no worker) and no live worker's job is
+# taken for an orphan.
 PRUNE_STALLED_WORKERS_SQL = """
-SELECT worker_id FROM procrastinate_prune_stalled_workers_v1(%(stalled)s)
+SELECT worker_id FROM procrastinate_prune_stalled_workers_v1(
+    CASE WHEN pg_postmaster_start_time() < now() - make_interval(secs => %(stalled)s)
+         THEN %(stalled)s ELSE 315360000 END)
 """
 
 # Rows are locked with SKIP LOCKED, so two processes sweeping at once split
@@ -67,7 +74,9 @@ SELECT job.id, job.queue_name, job.attempts, job.args, job.worker_id,
  WHERE job.status = 'doing'
    AND job.id > %(after)s
    AND (worker.id IS NULL
-        OR worker.last_heartbeat < now() - make_interval(secs => %(stalled)s))
+        OR (worker.last_heartbeat < now() - make_interval(secs => %(stalled)s)
+            AND pg_postmaster_start_time()
+                < now() - make_interval(secs => %(stalled)s)))
  ORDER BY job.id
  LIMIT %(limit)s
    FOR UPDATE OF job SKIP LOCKED

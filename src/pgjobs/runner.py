@@ -30,6 +30,7 @@ from typing import Any
 
 import procrastinate
 import procrastinate.worker
+import psycopg
 
 from pgjobs import _db
 from pgjobs._manager import DurableJobManager
@@ -38,6 +39,10 @@ from pgjobs.config import JobSystemConfig
 logger = logging.getLogger(__name__)
 
 _FIRST_BACKOFF = 1.0
+UPDATE_HEARTBEATS_SQL = """
+SELECT procrastinate_update_heartbeat_v1(worker_id)
+  FROM unnest(%(worker_ids)s::bigint[]) AS worker_id
+"""
 # Ten years: a heartbeat age that no live or dead worker reaches.
 _NEVER_PRUNE = 10 * 365 * 86400.0
 _MAX_BACKOFF = 30.0
@@ -84,8 +89,10 @@ class WorkerGroup:
         self._workers: dict[str, procrastinate.worker.Worker] = {}
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        # Loop time of the last failed heartbeat or sweep.
-        self._unreachable_at: float | None = None
+        # Loop time since which every heartbeat and sweep succeeded; None
+        # while the database is unreachable.
+        self._reachable_since: float | None = None
+        self._heartbeat_conn: psycopg.AsyncConnection[Any] | None = None
 
     @property
     def running(self) -> bool:
@@ -139,6 +146,7 @@ class WorkerGroup:
     async def _run(self) -> None:
         if isinstance(self.app.job_manager, DurableJobManager):
             self.app.job_manager.keep_trying()
+        self._reachable_since = asyncio.get_running_loop().time()
         logger.info(
             "Starting workers for queues %s",
             ", ".join(self.queues),
@@ -164,6 +172,7 @@ class WorkerGroup:
             for side_task in side_tasks:
                 side_task.cancel()
             await asyncio.gather(*side_tasks, return_exceptions=True)
+            await self._drop_heartbeat_connection()
             logger.info("Stopped workers", extra={"action": "stop_workers"})
 
     def _make_worker(self, name: str, defer_schedules: bool) -> _QueueWorker:
@@ -214,7 +223,7 @@ class WorkerGroup:
                 backoff = _FIRST_BACKOFF
             if failure is not None:
                 if _db.is_connection_error(failure):
-                    self._unreachable_at = loop.time()
+                    self._reachable_since = None
                 logger.error(
                     "Worker of queue %s failed; restarting in %.0f s",
                     name,
@@ -236,13 +245,35 @@ class WorkerGroup:
         self._workers.pop(name, None)
 
     async def _beat(self) -> None:
-        """Update the heartbeat of every worker of this group now."""
+        """Update the heartbeat of every worker of this group now.
+
+        Heartbeats go through a connection of their own, opened again at
+        each beat after a failure. The pool's reconnection backs off for up
+        to half a minute after an outage, and a heartbeat that late would
+        make this live process look dead to its peers.
+        """
+        loop = asyncio.get_running_loop()
+        worker_ids = self.worker_ids
+        if not worker_ids:
+            return
         try:
-            for worker_id in self.worker_ids:
-                await self.app.job_manager.update_heartbeat(worker_id)
+            if self._heartbeat_conn is None or self._heartbeat_conn.closed:
+                self._heartbeat_conn = await _db.connect(self.config)
+            await self._heartbeat_conn.execute(
+                UPDATE_HEARTBEATS_SQL, {"worker_ids": worker_ids}
+            )
         except Exception:
-            self._unreachable_at = asyncio.get_running_loop().time()
+            self._reachable_since = None
+            await self._drop_heartbeat_connection()
             raise
+        if self._reachable_since is None:
+            self._reachable_since = loop.time()
+
+    async def _drop_heartbeat_connection(self) -> None:
+        conn, self._heartbeat_conn = self._heartbeat_conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()
 
     async def _heartbeat_loop(self) -> None:
         # procrastinate stops a worker's heartbeat as soon as the worker
@@ -278,9 +309,9 @@ class WorkerGroup:
         # reconnects at its own pace. Until the database has been reachable
         # for a whole stalled timeout, a stale heartbeat may belong to a
         # live worker that has not reconnected yet.
-        if self._unreachable_at is None:
-            return False
-        elapsed = asyncio.get_running_loop().time() - self._unreachable_at
+        if self._reachable_since is None:
+            return True
+        elapsed = asyncio.get_running_loop().time() - self._reachable_since
         return elapsed < self.config.worker.stalled_timeout
 
     async def _sweep_loop(self) -> None:
@@ -305,7 +336,8 @@ class WorkerGroup:
                 await self._beat()
                 await self.sweep()
             except Exception as exc:
-                self._unreachable_at = asyncio.get_running_loop().time()
+                if _db.is_connection_error(exc):
+                    self._reachable_since = None
                 logger.exception(
                     "Orphan sweep failed; retrying in %.0f s",
                     interval,
