@@ -84,10 +84,12 @@ class DurableJobManager(procrastinate.manager.JobManager):
             self._stopping_since = asyncio.get_running_loop().time()
         self._grace = grace
 
-    def _gave_up(self, failed_at: float, now: float) -> bool:
+    def _deadline(self, failed_at: float | None, now: float) -> float | None:
+        # None while the worker runs: a write then waits as long as it takes.
         if self._stopping_since is None:
-            return False
-        return now >= max(self._stopping_since, failed_at) + self._grace
+            return None
+        since = failed_at if failed_at is not None else now
+        return max(self._stopping_since, since) + self._grace
 
     async def finish_job(
         self,
@@ -141,12 +143,17 @@ class DurableJobManager(procrastinate.manager.JobManager):
         failed_at: float | None = None
         delay = _FIRST_DELAY
         while True:
+            deadline = self._deadline(failed_at, loop.time())
             try:
-                written = await guarded()
+                # A stopping worker bounds each write, since one that waits
+                # for a pooled connection would outlast the graceful timeout.
+                async with asyncio.timeout_at(deadline):
+                    written = await guarded()
             except Exception as exc:
-                if not _can_retry(exc):
+                if not (_can_retry(exc) or isinstance(exc, TimeoutError)):
                     raise
-                if failed_at is None:
+                timed_out = isinstance(exc, TimeoutError)
+                if failed_at is None and not timed_out:
                     failed_at = loop.time()
                     logger.warning(
                         "Failed to write the final status of job %s: %s. "
@@ -155,7 +162,8 @@ class DurableJobManager(procrastinate.manager.JobManager):
                         exc.__cause__ or exc,
                         extra=_extra(job, "final_write_failed"),
                     )
-                if self._gave_up(failed_at, loop.time()):
+                deadline = self._deadline(failed_at, loop.time())
+                if timed_out or (deadline is not None and loop.time() >= deadline):
                     logger.error(
                         "Gave up writing the final status of job %s because the "
                         "worker is stopping. The job stays 'doing' until an "
