@@ -266,6 +266,15 @@ async def test_final_status_written_after_outage(
     # A handler that returned ran once; one that raised ran once more, as a
     # retry, because its retry was written and not lost.
     assert runs == ([1] if outcome == "returns" else [1, 1])
+    # The attempt that ended in the outage was recorded once it was over.
+    recorded = fetch(
+        dsn,
+        "SELECT attempt, outcome FROM pgjobs_attempts WHERE job_id = %s "
+        "ORDER BY attempt",
+        job_id,
+    )
+    expected = [(1, "succeeded")] if outcome == "returns" else [(1, "failed")]
+    assert recorded[:1] == expected
 
 
 async def test_stop_during_outage_leaves_job_to_sweep(

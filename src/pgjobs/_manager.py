@@ -20,7 +20,7 @@ import asyncio
 import datetime
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, LiteralString
+from typing import Any, LiteralString, TypeVar
 
 import procrastinate.jobs
 import procrastinate.manager
@@ -30,6 +30,8 @@ import psycopg_pool
 from pgjobs import _db
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _FIRST_DELAY = 0.1
 _MAX_DELAY = 2.0
@@ -134,11 +136,21 @@ class DurableJobManager(procrastinate.manager.JobManager):
 
         await self._persist(job, guarded)
 
-    async def _persist(
+    async def write_through_outage(
         self,
-        job: procrastinate.jobs.Job,
-        guarded: Callable[[], Awaitable[list[dict[str, Any]]]],
-    ) -> None:
+        write: Callable[[], Awaitable[T]],
+        on_failure: Callable[[BaseException], None],
+    ) -> tuple[T, bool]:
+        """Run `write`, retrying it while the database is unreachable.
+
+        `on_failure` is called once, at the first connection error. Returns
+        the result and whether any attempt failed. While the worker runs,
+        it retries until the database answers; once the worker is stopping,
+        each write gets the stop's grace period.
+
+        Raises:
+            WriteAbandoned: the worker is stopping and the grace ran out.
+        """
         loop = asyncio.get_running_loop()
         failed_at: float | None = None
         delay = _FIRST_DELAY
@@ -148,56 +160,72 @@ class DurableJobManager(procrastinate.manager.JobManager):
                 # A stopping worker bounds each write, since one that waits
                 # for a pooled connection would outlast the graceful timeout.
                 async with asyncio.timeout_at(deadline):
-                    written = await guarded()
+                    return await write(), failed_at is not None
+            except TimeoutError as exc:
+                raise WriteAbandoned from exc
             except Exception as exc:
-                if not (_can_retry(exc) or isinstance(exc, TimeoutError)):
+                if not _can_retry(exc):
                     raise
-                timed_out = isinstance(exc, TimeoutError)
-                if failed_at is None and not timed_out:
+                if failed_at is None:
                     failed_at = loop.time()
-                    logger.warning(
-                        "Failed to write the final status of job %s: %s. "
-                        "Retrying until the database is reachable",
-                        job.id,
-                        exc.__cause__ or exc,
-                        extra=_extra(job, "final_write_failed"),
-                    )
+                    on_failure(exc)
                 deadline = self._deadline(failed_at, loop.time())
-                if timed_out or (deadline is not None and loop.time() >= deadline):
-                    logger.error(
-                        "Gave up writing the final status of job %s because the "
-                        "worker is stopping. The job stays 'doing' until an "
-                        "orphan sweep finds this worker's heartbeat stale",
-                        job.id,
-                        extra=_extra(job, "final_write_abandoned"),
-                    )
-                    return
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _MAX_DELAY)
-                continue
-            if written and failed_at is not None:
-                logger.info(
-                    "Wrote the final status of job %s after the outage",
-                    job.id,
-                    extra=_extra(job, "final_write_recovered"),
-                )
-            elif not written and failed_at is not None:
-                # The write before the outage may have committed unseen.
-                logger.info(
-                    "Job %s was already settled when the database became "
-                    "reachable, so its final status was left as it is",
-                    job.id,
-                    extra=_extra(job, "final_write_settled"),
-                )
-            elif not written:
-                logger.warning(
-                    "Job %s no longer runs under worker %s: an orphan sweep "
-                    "settled it, so the outcome of this run was not written",
-                    job.id,
-                    job.worker_id,
-                    extra=_extra(job, "final_write_skipped"),
-                )
+                if deadline is not None and loop.time() >= deadline:
+                    raise WriteAbandoned from exc
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _MAX_DELAY)
+
+    async def _persist(
+        self,
+        job: procrastinate.jobs.Job,
+        guarded: Callable[[], Awaitable[list[dict[str, Any]]]],
+    ) -> None:
+        def warn(exc: BaseException) -> None:
+            logger.warning(
+                "Failed to write the final status of job %s: %s. "
+                "Retrying until the database is reachable",
+                job.id,
+                exc.__cause__ or exc,
+                extra=_extra(job, "final_write_failed"),
+            )
+
+        try:
+            written, failed = await self.write_through_outage(guarded, warn)
+        except WriteAbandoned:
+            logger.error(
+                "Gave up writing the final status of job %s because the "
+                "worker is stopping. The job stays 'doing' until an "
+                "orphan sweep finds this worker's heartbeat stale",
+                job.id,
+                extra=_extra(job, "final_write_abandoned"),
+            )
             return
+        if written and failed:
+            logger.info(
+                "Wrote the final status of job %s after the outage",
+                job.id,
+                extra=_extra(job, "final_write_recovered"),
+            )
+        elif failed:
+            # The write before the outage may have committed unseen.
+            logger.info(
+                "Job %s was already settled when the database became "
+                "reachable, so its final status was left as it is",
+                job.id,
+                extra=_extra(job, "final_write_settled"),
+            )
+        elif not written:
+            logger.warning(
+                "Job %s no longer runs under worker %s: an orphan sweep "
+                "settled it, so the outcome of this run was not written",
+                job.id,
+                job.worker_id,
+                extra=_extra(job, "final_write_skipped"),
+            )
+
+
+class WriteAbandoned(Exception):
+    """A stopping worker gave up a write that the outage kept from landing."""
 
 
 def _extra(job: procrastinate.jobs.Job, action: str) -> dict[str, Any]:

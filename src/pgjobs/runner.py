@@ -93,6 +93,7 @@ class WorkerGroup:
         # while the database is unreachable.
         self._reachable_since: float | None = None
         self._heartbeat_conn: psycopg.AsyncConnection[Any] | None = None
+        self._outage_seen = False
 
     @property
     def running(self) -> bool:
@@ -224,6 +225,7 @@ class WorkerGroup:
             if failure is not None:
                 if _db.is_connection_error(failure):
                     self._reachable_since = None
+                    self._outage_seen = True
                 logger.error(
                     "Worker of queue %s failed; restarting in %.0f s",
                     name,
@@ -244,8 +246,10 @@ class WorkerGroup:
             backoff = min(backoff * 2, _MAX_BACKOFF)
         self._workers.pop(name, None)
 
-    async def _beat(self) -> None:
+    async def _beat(self) -> bool:
         """Update the heartbeat of every worker of this group now.
+
+        Returns False when no worker is registered, so nothing was written.
 
         Heartbeats go through a connection of their own, opened again at
         each beat after a failure. The pool's reconnection backs off for up
@@ -255,7 +259,7 @@ class WorkerGroup:
         loop = asyncio.get_running_loop()
         worker_ids = self.worker_ids
         if not worker_ids:
-            return
+            return False
         try:
             if self._heartbeat_conn is None or self._heartbeat_conn.closed:
                 self._heartbeat_conn = await _db.connect(self.config)
@@ -264,10 +268,12 @@ class WorkerGroup:
             )
         except Exception:
             self._reachable_since = None
+            self._outage_seen = True
             await self._drop_heartbeat_connection()
             raise
         if self._reachable_since is None:
             self._reachable_since = loop.time()
+        return True
 
     async def _drop_heartbeat_connection(self) -> None:
         conn, self._heartbeat_conn = self._heartbeat_conn, None
@@ -285,7 +291,7 @@ class WorkerGroup:
         while True:
             await asyncio.sleep(interval)
             try:
-                await self._beat()
+                beaten = await self._beat()
             except Exception as exc:
                 # Logged once per outage: the database being down is already
                 # reported by every worker.
@@ -297,12 +303,12 @@ class WorkerGroup:
                     )
                 failing = True
             else:
-                if failing:
+                if failing and beaten:
                     logger.info(
                         "Worker heartbeats updated again",
                         extra={"action": "heartbeat_restored"},
                     )
-                failing = False
+                failing = failing and not beaten
 
     def _outage_is_recent(self) -> bool:
         # During an outage no worker can beat, and afterwards each process
@@ -323,9 +329,12 @@ class WorkerGroup:
             if self._stopping.is_set():
                 return
             if self._outage_is_recent():
-                logger.info(
-                    "Orphan sweep postponed: the database was unreachable less "
-                    "than %g s ago, so other workers may not have reconnected",
+                # Also true just after start-up, which is not worth a line.
+                level = logging.INFO if self._outage_seen else logging.DEBUG
+                logger.log(
+                    level,
+                    "Orphan sweep postponed until this process has reached the "
+                    "database for %g s, so that peers can reconnect first",
                     self.config.worker.stalled_timeout,
                     extra={"action": "sweep_postponed"},
                 )
@@ -338,6 +347,7 @@ class WorkerGroup:
             except Exception as exc:
                 if _db.is_connection_error(exc):
                     self._reachable_since = None
+                    self._outage_seen = True
                 logger.exception(
                     "Orphan sweep failed; retrying in %.0f s",
                     interval,

@@ -48,6 +48,7 @@ import pydantic_core
 from procrastinate.retry import BaseRetryStrategy, RetryDecision
 
 from pgjobs import _attempts, _payload
+from pgjobs._manager import DurableJobManager
 from pgjobs.config import JobSystemConfig, Queue
 from pgjobs.errors import JobTimeout, PayloadValidationError, WorkerLost
 from pgjobs.types import Handler, JobContext
@@ -72,6 +73,9 @@ class Runtime(Protocol):
 
     @property
     def pool(self) -> psycopg_pool.AsyncConnectionPool: ...
+
+    @property
+    def app(self) -> procrastinate.App: ...
 
     def report_error(self, exc: BaseException) -> None: ...
 
@@ -436,11 +440,28 @@ class _Run:
         )
 
     async def _record(self, attempt: _attempts.Attempt) -> None:
-        # Best effort: the job's status, which procrastinate writes next,
-        # matters more than the details of one attempt.
-        try:
+        # Retried through an outage like the final status that follows, but
+        # never fatal: the status matters more than one attempt's details.
+        async def write() -> None:
             async with self.task.runtime.pool.connection() as conn:
                 await _attempts.record(conn, attempt)
+
+        def warn(exc: BaseException) -> None:
+            logger.warning(
+                "Failed to record attempt %s of job %s: %s. Retrying until "
+                "the database is reachable",
+                attempt.attempt,
+                attempt.job_id,
+                exc,
+                extra=self._extra("record_attempt_retry"),
+            )
+
+        manager = self.task.runtime.app.job_manager
+        try:
+            if isinstance(manager, DurableJobManager):
+                await manager.write_through_outage(write, warn)
+            else:
+                await write()
         except Exception as exc:
             logger.exception(
                 "Could not record attempt %s of job %s",
