@@ -145,8 +145,8 @@ class DurableJobManager(procrastinate.manager.JobManager):
 
         `on_failure` is called once, at the first connection error. Returns
         the result and whether any attempt failed. While the worker runs,
-        it retries until the database answers; once the worker is stopping,
-        each write gets the stop's grace period.
+        it retries until the database accepts the write. Once the worker is
+        stopping, each write gets the stop's grace period.
 
         Raises:
             WriteAbandoned: the worker is stopping and the grace ran out.

@@ -38,9 +38,9 @@ logger = logging.getLogger(__name__)
 
 # No worker can beat while the server is down, and after a restart each
 # process reconnects at its own pace. So heartbeats count as stale only once
-# the server has been up for the stalled timeout; until then nothing is
-# pruned (the huge age below matches no worker) and no live worker's job is
-# taken for an orphan.
+# the server has been up for the stalled timeout. Until then nothing is
+# pruned (the huge age below matches no worker), and no live worker's job
+# is taken for an orphan.
 PRUNE_STALLED_WORKERS_SQL = """
 SELECT worker_id FROM procrastinate_prune_stalled_workers_v1(
     CASE WHEN pg_postmaster_start_time() < now() - make_interval(secs => %(stalled)s)
