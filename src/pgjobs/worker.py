@@ -462,6 +462,19 @@ class _Run:
                 await manager.write_through_outage(write, warn)
             else:
                 await write()
+        except asyncio.CancelledError:
+            # A stopping worker cancels runs that outlast its graceful
+            # timeout, and one waiting here for the database has already
+            # ended. The record is dropped, so that the run keeps its own
+            # outcome instead of ending as aborted.
+            _uncancel()
+            logger.warning(
+                "Dropped the record of attempt %s of job %s: the worker is "
+                "stopping and the database is unreachable",
+                attempt.attempt,
+                attempt.job_id,
+                extra=self._extra("record_attempt_dropped"),
+            )
         except Exception as exc:
             logger.exception(
                 "Could not record attempt %s of job %s",
