@@ -21,7 +21,7 @@ class JobContext:
     worker_name: str
     scheduled_for: float | None = None
     interrupted_runs: int = 0
-    """Earlier runs that a stopping worker interrupted; they use no retry."""
+    """Earlier runs that a stopping worker interrupted, which use no retry."""
     _abort_checks: tuple[Callable[[], bool], ...] = field(default=(), repr=False)
 
     @property

@@ -264,8 +264,8 @@ class QueueTask:
         return await run.succeeded(result)
 
     async def _interrupted_runs(self, job: procrastinate.jobs.Job) -> int:
-        # Only a job that ran before can have interrupted runs; a first run
-        # costs no query.
+        # Only a job that ran before can have interrupted runs, so a first
+        # run costs no query.
         if job.attempts == 0 or job.id is None:
             return 0
         try:
@@ -440,8 +440,8 @@ class _Run:
         )
 
     async def _record(self, attempt: _attempts.Attempt) -> None:
-        # Retried through an outage like the final status that follows, but
-        # never fatal: the status matters more than one attempt's details.
+        # Retried through an outage like the final status that follows. A
+        # failure is only logged, because the status matters more.
         async def write() -> None:
             async with self.task.runtime.pool.connection() as conn:
                 await _attempts.record(conn, attempt)
